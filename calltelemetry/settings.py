@@ -1,0 +1,215 @@
+"""Django settings for the Call Telemetry appliance.
+
+All configuration comes from the environment (and `.env` when present), parsed and checked
+in one place. Defaults give the embedded appliance: SQLite and a file-system Celery broker
+under DATA_DIR, so `make run` needs no PostgreSQL or Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+from calltelemetry import config
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env")
+
+DATA_DIR: Path = config.read(env, "DATA_DIR", str(BASE_DIR / "var"), config.directory)
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+PORT: int = config.read(env, "PORT", "8000", config.port)
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _secret_key() -> str:
+    key = env.str("SECRET_KEY", default="")
+    if key:
+        return key
+    # Embedded mode: one random key per installation, kept beside the data it protects.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "cdr",
+    "webhooks",
+    "licensing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "calltelemetry.urls"
+WSGI_APPLICATION = "calltelemetry.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+_DB_ENGINES = {"django.db.backends.sqlite3", "django.db.backends.postgresql"}
+
+
+def _database() -> dict:
+    default = f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
+    try:
+        db = env.db_url("DATABASE_URL", default=default)
+    except Exception as exc:  # django-environ raises several types for a bad URL
+        raise config.SettingError("DATABASE_URL", env.str("DATABASE_URL", ""), str(exc)) from exc
+    if db.get("ENGINE") not in _DB_ENGINES:
+        raise config.SettingError(
+            "DATABASE_URL", env.str("DATABASE_URL", ""), "use postgres://… or sqlite:///…"
+        )
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        # Web, worker, beat and watcher share one file: WAL lets readers run beside the
+        # writer, IMMEDIATE transactions queue writers instead of failing with "locked".
+        db["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        db["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+    else:
+        db.setdefault("CONN_MAX_AGE", 60)
+        db["CONN_HEALTH_CHECKS"] = True
+    return db
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- Ingest ---------------------------------------------------------------------------
+CDR_INCOMING_DIR: Path = config.read(
+    env, "CDR_INCOMING_DIR", str(DATA_DIR / "incoming"), config.directory
+)
+# A file is claimed only once its size and mtime have not changed for this long.
+CDR_SETTLE_SECONDS: float = config.read(env, "CDR_SETTLE_SECONDS", "2", config.positive_float)
+CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.positive_float)
+CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", "1000", config.non_negative_int) or 1000
+
+# --- Webhooks ---------------------------------------------------------------------------
+WEBHOOK_TIMEOUT: float = config.read(env, "WEBHOOK_TIMEOUT", "15", config.positive_float)
+WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = config.read(
+    env, "WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000", config.retry_schedule
+)
+WEBHOOK_ALLOWED_NETWORKS = config.read(env, "WEBHOOK_ALLOWED_NETWORKS", "", config.networks)
+
+# --- License ----------------------------------------------------------------------------
+LICENSE_PUBLIC_KEYS: dict[str, str] | None = config.read(
+    env, "LICENSE_PUBLIC_KEYS", "", config.public_keys
+)
+
+# --- Celery -----------------------------------------------------------------------------
+_broker_dir = DATA_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "pyamqp://")):
+    raise config.SettingError(
+        "CELERY_BROKER_URL", CELERY_BROKER_URL, "use redis://, amqp:// or filesystem://"
+    )
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {
+    "cdr.tasks.*": {"queue": "ingest"},
+    "webhooks.tasks.deliver": {"queue": "webhooks"},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+
+# --- API --------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["calltelemetry.permissions.ReadAuthenticatedWriteStaff"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Call Telemetry CDR Webhooks API",
+    "DESCRIPTION": "Ingest Cisco UCM CDR/CMR files and deliver matching records to webhooks.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
