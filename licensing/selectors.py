@@ -1,0 +1,203 @@
+"""Reading the license in force: re-verified from the stored text, cached for a few seconds."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.db.models import Q
+from django.utils import timezone
+
+from licensing.keys import trusted_keys
+from licensing.models import InstalledLicense
+from licensing.verification import (
+    License,
+    LicenseError,
+    State,
+    days_left,
+    format_time,
+    license_state,
+    verify,
+)
+
+logger = logging.getLogger(__name__)
+
+CACHE_SECONDS = 5.0
+# NTP steps and VM snapshots move clocks back by seconds or minutes; a day or more
+# backwards looks like someone stretching a license.
+CLOCK_ROLLBACK_TOLERANCE = timedelta(days=1)
+# Advancing the high-water mark on every evaluation would be a write every few seconds per
+# process; its precision only needs to be far below the tolerance.
+HIGH_WATER_STEP = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class LicenseInfo:
+    """What the appliance knows about its license; never includes the signed text."""
+
+    state: State
+    reason: str
+    appliance_id: str
+    error_code: str | None = None
+    customer: str | None = None
+    license_id: str | None = None
+    features: tuple[str, ...] = ()
+    limits: Mapping[str, int] = field(default_factory=dict)
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+    grace_days: int | None = None
+    grace_ends_at: datetime | None = None
+    days_left: int | None = None
+    evaluated_at: datetime | None = None
+    clock_suspect: bool = False
+
+    @property
+    def perpetual(self) -> bool:
+        return self.license_id is not None and self.expires_at is None
+
+    def feature_enabled(self, feature: str) -> bool:
+        return self.state.in_force and feature in self.features
+
+    def limit(self, name: str) -> int | None:
+        return self.limits.get(name) if self.state.in_force else None
+
+
+_cache: tuple[float, LicenseInfo] | None = None
+
+
+def license_cache_clear() -> None:
+    global _cache
+    _cache = None
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "LICENSE_PUBLIC_KEYS":
+        license_cache_clear()
+
+
+def connect_cache_invalidation() -> None:
+    setting_changed.connect(_on_setting_changed, dispatch_uid="licensing.cache")
+
+
+def license_clock(*, row: InstalledLicense, now: datetime) -> tuple[datetime, bool]:
+    """The time to judge the license at, and whether the system clock looks rolled back.
+
+    The high-water mark only ever moves forward (one conditional UPDATE, so concurrent
+    processes cannot move it back), and the license is judged at the later of the two, so
+    setting the clock back never makes an expired license valid again.
+    """
+    high_water = row.clock_high_water
+    if high_water is None or now >= high_water + HIGH_WATER_STEP:
+        InstalledLicense.objects.filter(
+            Q(clock_high_water__isnull=True) | Q(clock_high_water__lt=now),
+            pk=row.pk,
+        ).update(clock_high_water=now)
+        return now, False
+    suspect = now < high_water - CLOCK_ROLLBACK_TOLERANCE
+    if suspect:
+        logger.warning(
+            "System clock %s is more than %s behind the latest time seen %s; "
+            "evaluating the license at %s",
+            format_time(now),
+            CLOCK_ROLLBACK_TOLERANCE,
+            format_time(high_water),
+            format_time(high_water),
+        )
+    return max(now, high_water), suspect
+
+
+def _describe(lic: License, state: State, now: datetime) -> str:
+    whom = f"License {lic.license_id} for {lic.customer}"
+    if lic.expires_at is None:
+        return f"{whom} is perpetual."
+    expiry = format_time(lic.expires_at)
+    grace_end = format_time(lic.expires_at + timedelta(days=lic.grace_days))
+    if state is State.ACTIVE:
+        return f"{whom} is valid until {expiry} ({days_left(lic, now)} days left)."
+    if state is State.EXPIRING:
+        return (
+            f"{whom} expires on {expiry} ({days_left(lic, now)} days left); "
+            "install a renewed license before then."
+        )
+    if state is State.GRACE:
+        return (
+            f"{whom} expired on {expiry}; premium features keep working during the grace "
+            f"period, which ends on {grace_end}. Install a renewed license."
+        )
+    return (
+        f"{whom} expired on {expiry} and its grace period ended on {grace_end}; "
+        "install a renewed license to use premium features."
+    )
+
+
+def _evaluate(row: InstalledLicense, now: datetime, clock_suspect: bool) -> LicenseInfo:
+    appliance_id = str(row.appliance_id)
+    common: dict[str, Any] = {
+        "appliance_id": appliance_id,
+        "evaluated_at": now,
+        "clock_suspect": clock_suspect,
+    }
+    if not row.text:
+        return LicenseInfo(
+            state=State.COMMUNITY,
+            reason="No license is installed: the community edition is running.",
+            **common,
+        )
+    try:
+        lic = verify(row.text, trusted_keys(), now=now, appliance_id=appliance_id)
+    except LicenseError as exc:
+        logger.warning("The installed license is not valid: %s", exc)
+        return LicenseInfo(
+            state=State.COMMUNITY,
+            reason=f"The installed license is not valid: {exc.reason}.",
+            error_code=exc.code,
+            **common,
+        )
+    state = license_state(lic, now)
+    reason = _describe(lic, state, now)
+    if clock_suspect:
+        reason += (
+            " The system clock is more than a day behind the latest time this appliance "
+            f"has seen, so the license is judged at {format_time(now)}."
+        )
+    return LicenseInfo(
+        state=state,
+        reason=reason,
+        customer=lic.customer,
+        license_id=lic.license_id,
+        features=tuple(sorted(lic.features)),
+        limits=dict(lic.limits),
+        issued_at=lic.issued_at,
+        expires_at=lic.expires_at,
+        grace_days=lic.grace_days,
+        grace_ends_at=lic.grace_ends_at,
+        days_left=days_left(lic, now),
+        **common,
+    )
+
+
+def license_get(*, now: datetime | None = None) -> LicenseInfo:
+    """The license in force. Pass ``now`` to judge at a given time (uncached)."""
+    global _cache
+    if now is None and _cache is not None and _cache[0] > time.monotonic():
+        return _cache[1]
+    row = InstalledLicense.load()
+    effective, suspect = license_clock(row=row, now=now or timezone.now())
+    info = _evaluate(row, effective, suspect)
+    if now is None:
+        _cache = (time.monotonic() + CACHE_SECONDS, info)
+    return info
+
+
+def license_feature_enabled(feature: str, *, now: datetime | None = None) -> bool:
+    return license_get(now=now).feature_enabled(feature)
+
+
+def license_limit(name: str, *, now: datetime | None = None) -> int | None:
+    """The license's limit called ``name``; None when no license in force sets one."""
+    return license_get(now=now).limit(name)
