@@ -1,5 +1,11 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
+
+from licensing.views import LicenseView
 
 router = DefaultRouter()
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("license/", LicenseView.as_view(), name="license"),
+    *router.urls,
+]
