@@ -56,10 +56,6 @@ class LicenseInfo:
     evaluated_at: datetime | None = None
     clock_suspect: bool = False
 
-    @property
-    def perpetual(self) -> bool:
-        return self.license_id is not None and self.expires_at is None
-
     def feature_enabled(self, feature: str) -> bool:
         return self.state.in_force and feature in self.features
 
@@ -101,10 +97,9 @@ def license_clock(*, row: InstalledLicense, now: datetime) -> tuple[datetime, bo
     suspect = now < high_water - CLOCK_ROLLBACK_TOLERANCE
     if suspect:
         logger.warning(
-            "System clock %s is more than %s behind the latest time seen %s; "
-            "evaluating the license at %s",
+            "System clock %s is more than a day behind the latest time seen %s; "
+            "judging the license at %s",
             format_time(now),
-            CLOCK_ROLLBACK_TOLERANCE,
             format_time(high_water),
             format_time(high_water),
         )

@@ -23,6 +23,9 @@ class LicenseSerializer(serializers.Serializer):
     grace_ends_at = serializers.DateTimeField(allow_null=True)
     days_left = serializers.IntegerField(allow_null=True)
     appliance_id = serializers.CharField()
+    evaluated_at = serializers.DateTimeField(
+        help_text="The time the state was judged at (never earlier than a time already seen)."
+    )
     clock_suspect = serializers.BooleanField(
         help_text="The system clock is far behind the latest time seen."
     )

@@ -101,10 +101,6 @@ class License:
     appliance_id: str | None = None
 
     @property
-    def perpetual(self) -> bool:
-        return self.expires_at is None
-
-    @property
     def grace_ends_at(self) -> datetime | None:
         if self.expires_at is None:
             return None

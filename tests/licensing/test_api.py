@@ -64,7 +64,7 @@ def test_the_details_never_include_the_signed_text(
     assert body["features"] == ["cdr_webhooks"] and body["limits"] == {"webhooks": 50}
     assert body["days_left"] == 9 and body["grace_days"] == 14
     assert body["expires_at"] and body["issued_at"] and body["grace_ends_at"]
-    assert body["clock_suspect"] is False
+    assert body["clock_suspect"] is False and body["evaluated_at"]
     payload, signature = text.split(".")[1:]
     assert payload not in str(body) and signature not in str(body)
 

@@ -296,7 +296,7 @@ def test_no_license_is_community() -> None:
 
 def test_perpetual_license_is_active_forever(make_license: MakeLicense, keys: Keys) -> None:
     lic = verify(make_license(issued_at=NOW, expires_at=None), keys, now=NOW)
-    assert lic.perpetual and lic.grace_ends_at is None
+    assert lic.expires_at is None and lic.grace_ends_at is None
     assert license_state(lic, NOW + timedelta(days=365 * 50)) is State.ACTIVE
     assert days_left(lic, NOW) is None
 
