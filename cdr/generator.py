@@ -1,0 +1,1104 @@
+"""Realistic CUCM CDR and CMR flat files for tests and benchmarks.
+
+The files look like the ones CUCM pushes to a billing server: CUCM file names, the quoted
+name line and the type line of the chosen generation, strings always quoted, unused CDR
+integers written as `0` and unused CMR integers left empty. Calls follow the patterns of
+the Cisco CDR guide (see the reference notes): answered, missed, busy, forwarded to
+voicemail, transferred (3 CDRs) and conferenced (6 CDRs). Everything is drawn from one
+seeded RNG, so a seed gives byte-identical files, and rows are streamed to disk.
+
+Layers, from low to high:
+- `render_row` turns one row dict (header name → value) into one CUCM CSV line;
+- `write_file` writes one complete file from row dicts, e.g. a hand-crafted row in a test;
+- `iter_calls` yields calls (scenario + CDR/CMR rows) and `write_calls` files them;
+- `generate` does both.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip as gzip_lib
+import heapq
+import io
+import itertools
+import operator
+import os
+import random
+import re
+import socket
+import struct
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from cdr.fields import CDR_FIELDS, CMR_FIELDS, header
+
+Row = Mapping[str, object]
+
+SCENARIOS = ("answered", "missed", "busy", "voicemail", "transferred", "conference")
+DEFAULT_MIX: dict[str, float] = {
+    "answered": 60,
+    "missed": 15,
+    "busy": 5,
+    "voicemail": 10,
+    "transferred": 5,
+    "conference": 5,
+}
+# CDR field count → CMR field count of the same CUCM releases.
+CMR_GENERATION = {118: 19, 129: 44, 133: 48}
+DEFAULT_START = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+
+_CLUSTER_RE = re.compile(r"[A-Za-z0-9._-]+")
+_SPLIT = 393216  # cause "call split": the leg ended because a transfer or conference split it
+_VM_PILOT = "8000"
+_CFNA_TIMER = 12  # CUCM's default Forward No Answer timer, seconds
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to render rows with one particular key sequence (see `_Layout.render`)."""
+
+    pick: Callable[[Row], tuple[object, ...]]  # the row's values in column order
+    template: str  # the line with `%s` where the row has a value
+    quotes: int  # number of `"` in the line when no value contains one
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    kind: str
+    columns: dict[str, tuple[int, bool]]  # name → (position, is INTEGER)
+    defaults: list[str]
+    known: frozenset[str]
+    head: str
+    plans: dict[tuple[str, ...], _Plan]
+
+    def render(self, row: Row) -> str:
+        """One line. Rows sharing a key sequence share a `%` template compiled once,
+        because a Python loop over ~50 values per row was most of the generator's time.
+        Values the template cannot render exactly (None, inner quotes) take the loop."""
+        if "pkid" not in row:
+            # Every real row has one; a hand-crafted row should not collide with another.
+            row = {**row, "pkid": str(uuid.uuid4())}
+        keys = tuple(row)
+        plan = self.plans.get(keys) or self._plan(keys)
+        values = plan.pick(row)
+        if None not in values:
+            line = plan.template % values
+            if line.count('"') == plan.quotes:
+                return line
+        return self._render_slowly(row)
+
+    def _plan(self, keys: tuple[str, ...]) -> _Plan:
+        cells = [cell.replace("%", "%%") for cell in self.defaults]
+        present = []
+        for name in keys:
+            column = self.columns.get(name)
+            if column is None:
+                self._check(name)
+                continue
+            i, integer = column
+            cells[i] = "%s" if integer else '"%s"'
+            present.append((i, name))
+        present.sort()
+        names = [name for _, name in present]
+        if len(names) > 1:
+            pick = operator.itemgetter(*names)
+        else:
+
+            def pick(row: Row, name: str = names[0]) -> tuple[object, ...]:
+                return (row[name],)
+
+        template = ",".join(cells)
+        plan = _Plan(pick, template, template.count('"'))
+        if len(self.plans) < 256:  # hand-crafted rows in a long test run stay bounded
+            self.plans[keys] = plan
+        return plan
+
+    def _render_slowly(self, row: Row) -> str:
+        cells = self.defaults.copy()
+        for name, value in row.items():
+            column = self.columns.get(name)
+            if column is None:
+                self._check(name)
+                continue
+            i, integer = column
+            if integer:
+                cells[i] = "" if value is None else str(value)
+            else:
+                text = "" if value is None else str(value)
+                cells[i] = '"' + text.replace('"', '""') + '"'
+        return ",".join(cells)
+
+    def _check(self, name: str) -> None:
+        """A column newer than this generation is dropped, as older CUCMs never write it."""
+        if name not in self.known:
+            raise KeyError(f"{name!r} is not a {self.kind.upper()} field")
+
+
+@cache
+def _layout(kind: str, count: int) -> _Layout:
+    if kind not in ("cdr", "cmr"):
+        raise ValueError(f"kind must be 'cdr' or 'cmr', not {kind!r}")
+    names = header(kind, count)
+    catalogue = CDR_FIELDS if kind == "cdr" else CMR_FIELDS
+    fields = catalogue[:count]
+    if kind == "cdr":
+        special = {
+            "cdrRecordType": "1",
+            "origPrecedenceLevel": "4",
+            "destPrecedenceLevel": "4",
+            # VARCHAR columns that CUCM fills with numeric text even when unused.
+            "origRSVPAudioStat": '"0"',
+            "origRSVPVideoStat": '"0"',
+            "destRSVPAudioStat": '"0"',
+            "destRSVPVideoStat": '"0"',
+        }
+        empty_int = "0"
+    else:
+        special = {"cdrRecordType": "2"}
+        empty_int = ""
+    return _Layout(
+        kind=kind,
+        columns={f.name: (i, f.is_integer) for i, f in enumerate(fields)},
+        defaults=[special.get(f.name, empty_int if f.is_integer else '""') for f in fields],
+        known=frozenset(f.name for f in catalogue),
+        head='"' + '","'.join(names) + '"\n' + ",".join(f.type for f in fields) + "\n",
+        plans={},
+    )
+
+
+def render_row(kind: str, count: int, row: Row) -> str:
+    """One record as CUCM writes it, without the line end.
+
+    `kind` is "cdr" or "cmr" and `count` the field count of the generation (CDR 118, 129,
+    133; CMR 19, 44, 48). Keys are header names; columns left out get CUCM's defaults (CDR
+    integers `0`, CMR integers empty, strings `""`, a random pkid). `None` gives an empty
+    cell; strings are always quoted with inner quotes doubled. Columns newer than the
+    generation are dropped; a name no generation has raises KeyError.
+    """
+    return _layout(kind, count).render(row)
+
+
+def header_lines(kind: str, count: int) -> str:
+    """Line 1 (quoted names) and line 2 (types) of a file, each ending in a newline."""
+    return _layout(kind, count).head
+
+
+def file_name(kind: str, *, cluster: str, node: int, when: datetime, seq: int) -> str:
+    """`cdr_<cluster>_<node 2 digits>_<yyyymmddhhmm UTC>_<seq>`, as CUCM names its files."""
+    stamp = _utc(when).strftime("%Y%m%d%H%M")
+    return f"{kind}_{cluster}_{node:02d}_{stamp}_{seq}"
+
+
+# ---------------------------------------------------------------------------------------
+# Writing files
+
+
+class _FileWriter:
+    """One CDR or CMR file, written under `_name` and renamed when complete.
+
+    CUCM marks a file that is still being written with a leading `_` and never transfers
+    it; doing the same lets a directory watcher under test see only whole files.
+    """
+
+    def __init__(self, path: Path, kind: str, count: int, *, compress: bool, mtime: int):
+        self.path = path
+        self.layout = _layout(kind, count)
+        self.temp = path.with_name("_" + path.name)
+        self.raw: BinaryIO = open(self.temp, "wb")
+        binary: BinaryIO = self.raw
+        if compress:
+            # Fixed name and mtime in the gzip header keep seeded output byte-identical.
+            binary = gzip_lib.GzipFile(
+                filename=path.name.removesuffix(".gz"),
+                mode="wb",
+                fileobj=self.raw,
+                compresslevel=6,
+                mtime=mtime,
+            )
+        self.text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        self.text.write(self.layout.head)
+        self.rows = 0
+
+    def write(self, row: Row) -> None:
+        self.text.write(self.layout.render(row) + "\n")
+        self.rows += 1
+
+    def close(self) -> Path:
+        self.text.close()  # closes the gzip stream, which leaves the raw file open
+        self.raw.close()
+        os.replace(self.temp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.text.close()
+        self.raw.close()
+        self.temp.unlink()
+
+
+def write_file(
+    path: Path, kind: str, rows: Iterable[Row], *, count: int | None = None, gzip: bool = False
+) -> int:
+    """Write one complete CUCM file (name line, type line, rows) to `path`; return the row count.
+
+    `count` is the generation's field count, by default the newest (CDR 133, CMR 48). The
+    file appears under its final name only once complete. `gzip` compresses the content;
+    the name is used as given.
+    """
+    count = count or (133 if kind == "cdr" else 48)
+    writer = _FileWriter(Path(path), kind, count, compress=gzip, mtime=0)
+    try:
+        for row in rows:
+            writer.write(row)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.rows
+
+
+# ---------------------------------------------------------------------------------------
+# Calls
+
+
+class Record(NamedTuple):
+    """One CDR row and the CMR rows (0–2, one per phone) that belong to it."""
+
+    cdr: dict[str, object]
+    cmrs: tuple[dict[str, object], ...]
+
+
+class Call(NamedTuple):
+    scenario: str
+    start: int
+    records: tuple[Record, ...]
+
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ is slow and one is made per call
+class _Party:
+    number: str
+    user: str
+    device: str
+    ip: str
+    ip_int: int
+    partition: str
+    mac: str  # lower-case MAC inside session ids; "" for trunks and bridges
+    phone: bool
+    sip: bool  # a SIP trunk: span = leg id, protocol SIP with a call reference
+    mos: bool  # phone firmware that reports MLQK (MOS) rather than the Ver=0.90 keys
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    payload: int
+    kbps: int
+    octets: int  # per 20 ms packet
+    name: str  # VoRxCodec text, cut to 10 characters as phones send it
+
+
+_CODECS = (
+    _Codec(4, 64, 160, "G.711 u-la"),
+    _Codec(2, 64, 160, "G.711 A-la"),
+    _Codec(16, 8, 20, "G.729 Anne"),
+)
+_FIRST = ("anna", "ben", "carla", "david", "elena", "farid", "grace", "hugo", "ines", "jonas")
+_LAST = ("adams", "berger", "costa", "dubois", "evans", "fischer", "garcia", "huber", "ito")
+_EXTERNAL_FORMATS = ("+1{}{:07d}", "+4420{}{:07d}", "+4930{}{:07d}", "+331{}{:07d}")
+
+
+def _uuid4(bits: int) -> str:
+    """A version-4 UUID from 128 random bits; `uuid.UUID` costs several times more."""
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[bits & 3]}{h[17:20]}-{h[20:]}"
+
+
+def ip_to_int(ip: str) -> int:
+    """CUCM's integer form of an IPv4 address: signed 32-bit, bytes in little-endian order."""
+    return struct.unpack("<i", socket.inet_aton(ip))[0]
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+class _CallFactory:
+    """Builds the CDR/CMR rows of each scenario; holds the cluster's phones and counters."""
+
+    def __init__(
+        self, rng: random.Random, cmr_rng: random.Random | None, *, cluster: str, node: int
+    ):
+        self.rng = rng
+        self.random = rng.random
+        # CMRs draw from their own RNG so that turning them on leaves the CDRs unchanged.
+        self.cmr_rng = cmr_rng
+        self.cluster = cluster
+        self.node = node
+        extensions = rng.sample(range(1000, 8000), 400)
+        self.phones = [self._phone(str(ext)) for ext in extensions]
+        self.pstn = self._host("SIP_TRUNK_PSTN", "10.1.1.10", "PSTN")
+        self.vm_trunk = self._host("SIP_TRUNK_CUC", "10.1.2.20", "Internal", _VM_PILOT)
+        self.bridge = self._host("CFB_2", "10.1.0.11", "")
+        self.call_id = rng.randrange(1_000, 8_000_000)
+        self.leg_id = rng.randrange(10_000_000, 60_000_000)
+        self.conversation = rng.randrange(16_000_000, 17_000_000)
+
+    def _phone(self, number: str) -> _Party:
+        rng = self.rng
+        mac = f"{rng.getrandbits(48):012X}"
+        ip = f"10.{rng.randrange(20, 30)}.{rng.randrange(0, 256)}.{rng.randrange(2, 255)}"
+        user = f"{rng.choice(_FIRST)[0]}{rng.choice(_LAST)}" if rng.random() < 0.7 else ""
+        return _Party(
+            number,
+            user,
+            "SEP" + mac,
+            ip,
+            ip_to_int(ip),
+            "Internal",
+            mac.lower(),
+            True,
+            False,
+            rng.random() < 0.2,
+        )
+
+    @staticmethod
+    def _host(device: str, ip: str, partition: str, number: str = "") -> _Party:
+        sip = device.startswith("SIP_")
+        return _Party(number, "", device, ip, ip_to_int(ip), partition, "", False, sip, False)
+
+    def _external(self) -> _Party:
+        pattern = _EXTERNAL_FORMATS[int(self.random() * len(_EXTERNAL_FORMATS))]
+        number = pattern.format(self._ring(2, 9), self._ring(0, 9_999_999))
+        trunk = self.pstn
+        return _Party(number, "", trunk.device, trunk.ip, trunk.ip_int, "", "", False, True, False)
+
+    def _next_call_id(self) -> int:
+        self.call_id = self.call_id % 0xFFFFFF + 1  # 24-bit, wraps to 1 like CUCM's
+        return self.call_id
+
+    def _next_leg(self) -> int:
+        self.leg_id += 1
+        return self.leg_id
+
+    def _pair(self) -> tuple[_Party, _Party]:
+        """Caller and callee: internal, inbound from the PSTN or outbound to it."""
+        phone = self._any_phone()
+        direction = self.random()
+        if direction < 0.5:
+            other = self._any_phone()
+            while other is phone:
+                other = self._any_phone()
+            return phone, other
+        if direction < 0.8:
+            return self._external(), phone
+        return phone, self._external()
+
+    def _any_phone(self) -> _Party:
+        return self.phones[int(self.random() * len(self.phones))]
+
+    def _ring(self, low: int, high: int) -> int:
+        """A whole number of seconds in [low, high]; `randint` is slow on this hot path."""
+        return low + int(self.random() * (high - low + 1))
+
+    def _talk(self) -> int:
+        return 1 + min(int(self.rng.expovariate(1 / 150)), 7200)
+
+    def _session(self, party: _Party, leg: int) -> str:
+        return f"{leg & 0xFFFFFFFF:08x}00105000a000{party.mac}" if party.mac else ""
+
+    def _cdr(
+        self,
+        call_id: int,
+        orig: _Party,
+        orig_leg: int,
+        dest: _Party,
+        dest_leg: int,
+        *,
+        start: int,
+        connect: int,
+        end: int,
+        codec: _Codec,
+        reached: bool = True,
+    ) -> dict[str, object]:
+        """The fields every leg has; scenarios then set causes, redirects and joins."""
+        rng = self.rng
+        connected = connect != 0
+        called = dest.number
+        row: dict[str, object] = {
+            "globalCallID_callManagerId": self.node,
+            "globalCallID_callId": call_id,
+            "origLegCallIdentifier": orig_leg,
+            "dateTimeOrigination": start,
+            "origNodeId": self.node,
+            "origSpan": orig_leg if orig.sip else 0,
+            "origIpAddr": orig.ip_int,
+            "callingPartyNumber": orig.number,
+            "callingPartyUnicodeLoginUserID": orig.user,
+            "destLegIdentifier": dest_leg,
+            "destNodeId": self.node if reached else 0,
+            "destSpan": dest_leg if reached and dest.sip else 0,
+            # CUCM can fill destIpAddr while the ipv4v6 text stays empty on unanswered calls.
+            "destIpAddr": dest.ip_int if reached else 0,
+            "originalCalledPartyNumber": called,
+            "finalCalledPartyNumber": called,
+            "finalCalledPartyUnicodeLoginUserID": dest.user,
+            "dateTimeConnect": connect,
+            "dateTimeDisconnect": end,
+            "lastRedirectDn": called,
+            "pkid": _uuid4(rng.getrandbits(128)),
+            "originalCalledPartyNumberPartition": dest.partition,
+            "callingPartyNumberPartition": orig.partition,
+            "finalCalledPartyNumberPartition": dest.partition,
+            "lastRedirectDnPartition": dest.partition,
+            "duration": end - connect if connected else 0,
+            "origDeviceName": orig.device,
+            "destDeviceName": dest.device if reached else "",
+            "globalCallId_ClusterID": self.cluster,
+            "origDTMFMethod": 3 if orig.phone else 2,
+            "destDTMFMethod": (3 if dest.phone else 2 if dest.sip else 0) if reached else 0,
+            "origIpv4v6Addr": orig.ip,
+            "destIpv4v6Addr": dest.ip if connected else "",
+            "calledPartyPatternUsage": 2 if dest.phone else 5,
+            "originalCalledPartyPattern": called if dest.phone else "\\+!",
+            "finalCalledPartyPattern": called if dest.phone else "\\+!",
+            "lastRedirectingPartyPattern": called if dest.phone else "\\+!",
+            "origDeviceSessionID": self._session(orig, orig_leg),
+            "destDeviceSessionID": self._session(dest, dest_leg) if reached else "",
+        }
+        if orig.sip:
+            row["IncomingProtocolID"] = 1
+            row["IncomingProtocolCallRef"] = f"{rng.getrandbits(128):032X}"
+        if reached and dest.sip:
+            row["OutgoingProtocolID"] = 1
+            row["OutgoingProtocolCallRef"] = f"{rng.getrandbits(128):032X}"
+        if connected:
+            row.update(
+                origMediaTransportAddress_IP=orig.ip_int,
+                origMediaTransportAddress_Port=16384 + 2 * int(self.random() * 8192),
+                origMediaCap_payloadCapability=codec.payload,
+                origMediaCap_maxFramesPerPacket=20,
+                destMediaTransportAddress_IP=dest.ip_int,
+                destMediaTransportAddress_Port=16384 + 2 * int(self.random() * 8192),
+                destMediaCap_payloadCapability=codec.payload,
+                destMediaCap_maxFramesPerPacket=20,
+                origMediaCap_Bandwidth=codec.kbps,
+                destMediaCap_Bandwidth=codec.kbps,
+            )
+        return row
+
+    def _record(self, row: dict[str, object], orig: _Party, dest: _Party, codec: _Codec) -> Record:
+        """Attach one CMR per phone endpoint of a connected leg."""
+        if self.cmr_rng is None or not row["dateTimeConnect"]:
+            return Record(row, ())
+        cmrs = []
+        legs = (
+            (orig, "origLegCallIdentifier", dest, "destLegIdentifier"),
+            (dest, "destLegIdentifier", orig, "origLegCallIdentifier"),
+        )
+        for party, leg_key, remote, remote_key in legs:
+            if party.phone:
+                cmrs.append(
+                    self._cmr(
+                        row, party, row[leg_key], self._session(remote, row[remote_key]), codec
+                    )
+                )
+        return Record(row, tuple(cmrs))
+
+    def _cmr(
+        self,
+        cdr: dict[str, object],
+        party: _Party,
+        leg: object,
+        remote_session: str,
+        codec: _Codec,
+    ) -> dict[str, object]:
+        rng = self.cmr_rng
+        assert rng is not None
+        rand = rng.random
+        duration = cdr["duration"]
+        assert isinstance(duration, int) and isinstance(leg, int)
+        sent = duration * 50 + int(rand() * 6)  # one packet per 20 ms
+        received = max(sent - int(rand() * 8), 0)
+        lost = int(rand() * 3) if rand() < 0.1 else 0
+        jitter = int(rand() * 20)
+        concealed = rand() * 0.004
+        if party.mos:
+            mos = 4.5 - rand() * 0.9
+            metrics = (
+                f"MLQK={mos:.4f};MLQKav={mos + 0.03:.4f};MLQKmn={mos - 0.2:.4f};"
+                f"MLQKmx={min(mos + 0.1, 4.5):.4f};ICR=0.0000;CCR={concealed:.4f};"
+                f"ICRmx={concealed * 3:.4f};CS={int(rand() * 6)};SCS=0;MLQKvr=0.9500"
+            )
+        else:
+            metrics = (
+                f"CCR={concealed:.4f};ICR=0.0000;ICRmx={concealed * 3:.4f};"
+                f"CS={int(rand() * 6)};SCS=0;Ver=0.90;VoRxCodec={codec.name};"
+                f"CID={codec.payload};VoPktSizeMs=20;VoPktLost={lost};VoPktDis=1;"
+                f"VoOneWayDelayMs={int(rand() * 8)};maxJitter={jitter + int(rand() * 10)}"
+            )
+        return {
+            "globalCallID_callManagerId": self.node,
+            "globalCallID_callId": cdr["globalCallID_callId"],
+            "nodeId": self.node,
+            "directoryNum": party.number,
+            "callIdentifier": leg,
+            "dateTimeStamp": cdr["dateTimeDisconnect"],
+            "numberPacketsSent": sent,
+            "numberOctetsSent": sent * codec.octets,
+            "numberPacketsReceived": received,
+            "numberOctetsReceived": received * codec.octets,
+            "numberPacketsLost": lost,
+            "jitter": jitter,
+            "latency": int(rand() * 2),
+            "pkid": _uuid4(rng.getrandbits(128)),
+            "directoryNumPartition": party.partition,
+            "globalCallId_ClusterID": self.cluster,
+            "deviceName": party.device,
+            "varVQMetrics": metrics,
+            "duration": duration,
+            "localSessionID": self._session(party, leg),
+            "remoteSessionID": remote_session,
+        }
+
+    def _hang_up(self, row: dict[str, object], *, caller: bool) -> None:
+        """Normal clearing (16) by one side, reported on behalf of the device (12)."""
+        side = "orig" if caller else "dest"
+        row[f"{side}Cause_value"] = 16
+        row[f"{side}CallTerminationOnBehalfOf"] = 12
+
+    def _codec(self) -> _Codec:
+        r = self.random()
+        return _CODECS[0] if r < 0.8 else _CODECS[1] if r < 0.9 else _CODECS[2]
+
+    # -- scenarios --------------------------------------------------------------------
+
+    def answered(self, t: int) -> list[Record]:
+        orig, dest = self._pair()
+        codec = self._codec()
+        connect = t + self._ring(1, 15)
+        row = self._cdr(
+            self._next_call_id(),
+            orig,
+            self._next_leg(),
+            dest,
+            self._next_leg(),
+            start=t,
+            connect=connect,
+            end=connect + self._talk(),
+            codec=codec,
+        )
+        self._hang_up(row, caller=self.random() < 0.5)
+        return [self._record(row, orig, dest, codec)]
+
+    def missed(self, t: int) -> list[Record]:
+        """Never connected: abandoned while ringing, rang out, or busy (reference §3.9)."""
+        orig, dest = self._pair()
+        if not dest.phone:
+            orig, dest = dest, orig  # a missed call is missed by one of our users
+        kind = self.random()
+        ring = self._ring(3, 25) if kind < 0.6 else self._ring(20, 60) if kind < 0.85 else 1
+        row = self._cdr(
+            self._next_call_id(),
+            orig,
+            self._next_leg(),
+            dest,
+            self._next_leg(),
+            start=t,
+            connect=0,
+            end=t + ring,
+            codec=_CODECS[0],
+        )
+        if kind < 0.6:
+            self._hang_up(row, caller=True)
+        elif kind < 0.85:
+            row["destCause_value"] = 19
+        else:
+            row.update(destCause_value=17, destCallTerminationOnBehalfOf=12, destIpAddr=0)
+        return [Record(row, ())]
+
+    def busy(self, t: int) -> list[Record]:
+        orig, dest = self._pair()
+        row = self._cdr(
+            self._next_call_id(),
+            orig,
+            self._next_leg(),
+            dest,
+            self._next_leg(),
+            start=t,
+            connect=0,
+            end=t + self._ring(0, 2),
+            codec=_CODECS[0],
+        )
+        if dest.phone:
+            row.update(destCause_value=17, destCallTerminationOnBehalfOf=12, destIpAddr=0)
+        else:
+            # The far end answered SIP 486 Busy Here, which CUCM reports in its SIP range.
+            row["destCause_value"] = 1174405137
+        return [Record(row, ())]
+
+    def voicemail(self, t: int) -> list[Record]:
+        """Forward No Answer to the voicemail pilot: one connected CDR to the VM trunk."""
+        caller, user = self._pair()
+        if not user.phone:
+            caller, user = user, caller
+        vm = self.vm_trunk
+        codec = _CODECS[0]
+        connect = t + _CFNA_TIMER + self._ring(0, 1)
+        row = self._cdr(
+            self._next_call_id(),
+            caller,
+            self._next_leg(),
+            vm,
+            self._next_leg(),
+            start=t,
+            connect=connect,
+            end=connect + self._ring(5, 60),
+            codec=codec,
+        )
+        row.update(
+            originalCalledPartyNumber=user.number,
+            originalCalledPartyNumberPartition=user.partition,
+            lastRedirectDn=user.number,
+            lastRedirectDnPartition=user.partition,
+            origCalledPartyRedirectReason=2,
+            lastRedirectRedirectReason=2,
+            origCalledPartyRedirectOnBehalfOf=5,
+            lastRedirectRedirectOnBehalfOf=5,
+            calledPartyPatternUsage=2,
+            originalCalledPartyPattern=user.number,
+            finalCalledPartyPattern=vm.number,
+            lastRedirectingPartyPattern=user.number,
+        )
+        self._hang_up(row, caller=True)
+        return [self._record(row, caller, vm, codec)]
+
+    def transferred(self, t: int) -> list[Record]:
+        """A calls B; B consults C and completes the transfer, leaving A talking to C."""
+        caller, agent = self._pair()
+        if not agent.phone:
+            caller, agent = agent, caller
+        target = self._any_phone()
+        while target is agent:
+            target = self._any_phone()
+        codec = self._codec()
+        call_id, caller_leg, agent_leg = self._next_call_id(), self._next_leg(), self._next_leg()
+        connect = t + self._ring(1, 10)
+        consult_start = connect + self._talk()
+        consult_connect = consult_start + self._ring(1, 8)
+        joined = consult_connect + self._ring(3, 60)
+        original = self._cdr(
+            call_id,
+            caller,
+            caller_leg,
+            agent,
+            agent_leg,
+            start=t,
+            connect=connect,
+            end=joined,
+            codec=codec,
+        )
+        consult_id, agent_leg2, target_leg = (
+            self._next_call_id(),
+            self._next_leg(),
+            self._next_leg(),
+        )
+        consult = self._cdr(
+            consult_id,
+            agent,
+            agent_leg2,
+            target,
+            target_leg,
+            start=consult_start,
+            connect=consult_connect,
+            end=joined,
+            codec=codec,
+        )
+        for row in (original, consult):
+            row.update(
+                origCause_value=_SPLIT,
+                destCause_value=_SPLIT,
+                origCallTerminationOnBehalfOf=10,
+                destCallTerminationOnBehalfOf=10,
+            )
+        final = self._cdr(
+            call_id,
+            caller,
+            caller_leg,
+            target,
+            target_leg,
+            start=joined,
+            connect=joined,
+            end=joined + self._talk(),
+            codec=codec,
+        )
+        final.update(
+            lastRedirectDn=agent.number,
+            lastRedirectDnPartition=agent.partition,
+            lastRedirectRedirectReason=4,
+            lastRedirectRedirectOnBehalfOf=10,
+            joinOnBehalfOf=10,
+        )
+        self._hang_up(final, caller=self.random() < 0.5)
+        return [
+            self._record(original, caller, agent, codec),
+            self._record(consult, agent, target, codec),
+            self._record(final, caller, target, codec),
+        ]
+
+    def conference(self, t: int) -> list[Record]:
+        """A calls B, consults C, joins all three on a bridge; C leaves, A and B go on."""
+        host = self._any_phone()
+        guest = self._any_phone() if self.random() < 0.6 else self._external()
+        while guest is host:
+            guest = self._external()
+        third = self._any_phone()
+        while third is host or third is guest:
+            third = self._any_phone()
+        codec = _CODECS[0]
+        call_id, host_leg, guest_leg = self._next_call_id(), self._next_leg(), self._next_leg()
+        connect = t + self._ring(1, 10)
+        setup_start = connect + self._talk()
+        setup_connect = setup_start + self._ring(1, 8)
+        bridged = setup_connect + self._ring(3, 30)
+        left = bridged + self._talk()
+        original = self._cdr(
+            call_id,
+            host,
+            host_leg,
+            guest,
+            guest_leg,
+            start=t,
+            connect=connect,
+            end=bridged,
+            codec=codec,
+        )
+        setup_id, host_leg2, third_leg = self._next_call_id(), self._next_leg(), self._next_leg()
+        setup = self._cdr(
+            setup_id,
+            host,
+            host_leg2,
+            third,
+            third_leg,
+            start=setup_start,
+            connect=setup_connect,
+            end=bridged,
+            codec=codec,
+        )
+        for row in (original, setup):
+            row.update(
+                origCause_value=_SPLIT,
+                destCause_value=_SPLIT,
+                origCallTerminationOnBehalfOf=4,
+                destCallTerminationOnBehalfOf=4,
+            )
+        controller = f"ConfControllerDn={host.number};ConfControllerDeviceName={host.device}"
+        bridge_number = f"b00{self.node}9901{self._ring(1, 128):03d}"
+        bridge = _Party(
+            bridge_number,
+            "",
+            self.bridge.device,
+            self.bridge.ip,
+            self.bridge.ip_int,
+            "",
+            "",
+            False,
+            False,
+            False,
+        )
+        self.conversation += 1
+        records = [
+            self._record(original, host, guest, codec),
+            self._record(setup, host, third, codec),
+        ]
+        for party, leg in ((host, host_leg), (guest, guest_leg), (third, third_leg)):
+            row = self._cdr(
+                call_id,
+                party,
+                leg,
+                bridge,
+                self._next_leg(),
+                start=bridged,
+                connect=bridged,
+                end=left,
+                codec=codec,
+            )
+            row.update(
+                origCalledPartyRedirectOnBehalfOf=4,
+                lastRedirectRedirectOnBehalfOf=4,
+                lastRedirectRedirectReason=98,
+                joinOnBehalfOf=4,
+                destConversationId=self.conversation,
+                comment=controller,
+                calledPartyPatternUsage=1,
+                originalCalledPartyPattern="",
+                finalCalledPartyPattern="",
+                lastRedirectingPartyPattern="",
+            )
+            if party is third:
+                self._hang_up(row, caller=True)
+            else:
+                # Down to two parties: CUCM joins them directly and drops the bridge legs.
+                row.update(
+                    origCause_value=_SPLIT,
+                    destCause_value=_SPLIT,
+                    origCallTerminationOnBehalfOf=4,
+                    destCallTerminationOnBehalfOf=4,
+                )
+            records.append(self._record(row, party, bridge, codec))
+        final = self._cdr(
+            call_id,
+            host,
+            host_leg,
+            guest,
+            guest_leg,
+            start=left,
+            connect=left,
+            end=left + self._talk(),
+            codec=codec,
+        )
+        final.update(joinOnBehalfOf=4, comment=controller)
+        self._hang_up(final, caller=self.random() < 0.5)
+        records.append(self._record(final, host, guest, codec))
+        return records
+
+
+# CDR rows each scenario produces; used to end exactly on the requested record count.
+_ROWS = {"answered": 1, "missed": 1, "busy": 1, "voicemail": 1, "transferred": 3, "conference": 6}
+
+
+def _check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
+    mix = dict(DEFAULT_MIX if mix is None else mix)
+    unknown = sorted(set(mix) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if any(weight < 0 for weight in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError("mix weights must be >= 0 with a positive total")
+    return mix
+
+
+def _check_target(cluster: str, node: int) -> None:
+    if not _CLUSTER_RE.fullmatch(cluster):
+        raise ValueError(f"cluster id {cluster!r} must be letters, digits, '.', '_' or '-'")
+    if not 1 <= node <= 99:
+        raise ValueError(f"node must be 1..99, not {node}")
+
+
+def iter_calls(
+    *,
+    records: int,
+    mix: Mapping[str, float] | None = None,
+    seed: int = 0,
+    cluster: str = "StandAloneCluster",
+    node: int = 1,
+    start: datetime | None = None,
+    cmr: bool = False,
+) -> Iterator[Call]:
+    """Calls in start order whose CDR rows add up to exactly `records`.
+
+    The scenario of each call is drawn with the `mix` weights (default `DEFAULT_MIX`); a
+    call that would overshoot the count near the end is replaced by an answered call.
+    With `cmr` each connected leg carries its CMR rows. Arguments are checked here, before
+    the first call is drawn.
+    """
+    if records < 0:
+        raise ValueError(f"records must be >= 0, not {records}")
+    weights = _check_mix(mix)
+    _check_target(cluster, node)
+    rng = random.Random(seed)
+    cmr_rng = random.Random(f"{seed}-cmr") if cmr else None
+    factory = _CallFactory(rng, cmr_rng, cluster=cluster, node=node)
+    t = int(_utc(start or DEFAULT_START).timestamp())
+    return _calls(factory, rng, records, list(weights), list(weights.values()), t)
+
+
+def _calls(
+    factory: _CallFactory,
+    rng: random.Random,
+    records: int,
+    names: list[str],
+    weights: list[float],
+    t: int,
+) -> Iterator[Call]:
+    builders = {name: getattr(factory, name) for name in SCENARIOS}
+    bounds = list(itertools.accumulate(weights))
+    total = bounds[-1]
+    remaining = records
+    while remaining > 0:
+        # Same draw as rng.choices(names, weights), without its per-call set-up cost.
+        scenario = names[bisect.bisect(bounds, rng.random() * total)]
+        if _ROWS[scenario] > remaining:
+            scenario = "answered"
+        rows = builders[scenario](t)
+        remaining -= len(rows)
+        yield Call(scenario, t, tuple(rows))
+        t += int(rng.expovariate(0.5))  # about one new call every 2 s
+
+
+def write_calls(
+    out_dir: Path,
+    calls: Iterable[Call],
+    *,
+    generation: int = 133,
+    cmr: bool = False,
+    cluster: str = "StandAloneCluster",
+    node: int = 1,
+    gzip: bool = False,
+    records_per_file: int | None = None,
+) -> list[Path]:
+    """Write the calls' rows into CUCM-named files in `out_dir`; return the paths written.
+
+    Rows are written in disconnect order, as CUCM writes a CDR when its leg ends, so call
+    ids are not sorted inside a file. A file is named after the UTC minute of its first
+    row, at least one minute after the previous file (CUCM writes at most one per minute),
+    and its CMR file (`cmr=True`) gets the same minute and sequence number. Without
+    `records_per_file` everything goes into one CDR (and one CMR) file.
+    """
+    if generation not in CMR_GENERATION:
+        raise ValueError(f"generation must be 118, 129 or 133, not {generation}")
+    if records_per_file is not None and records_per_file < 1:
+        raise ValueError(f"records_per_file must be >= 1, not {records_per_file}")
+    _check_target(cluster, node)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series = _FileSeries(
+        out_dir,
+        generation=generation,
+        cmr=cmr,
+        cluster=cluster,
+        node=node,
+        compress=gzip,
+        records_per_file=records_per_file,
+    )
+    # Rows of calls still in progress, keyed by disconnect time; bounded by concurrency.
+    pending: list[tuple[int, int, Record]] = []
+    order = 0
+    try:
+        for call in calls:
+            while pending and pending[0][0] <= call.start:
+                series.write(heapq.heappop(pending)[2])
+            for record in call.records:
+                order += 1
+                end = record.cdr["dateTimeDisconnect"]
+                assert isinstance(end, int)
+                heapq.heappush(pending, (end, order, record))
+        while pending:
+            series.write(heapq.heappop(pending)[2])
+    except BaseException:
+        series.abort()
+        raise
+    return series.close()
+
+
+class _FileSeries:
+    """The sequence of CDR (and CMR) files of one node, rolled every N records."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        generation: int,
+        cmr: bool,
+        cluster: str,
+        node: int,
+        compress: bool,
+        records_per_file: int | None,
+    ):
+        self.out_dir = out_dir
+        self.generation = generation
+        self.cmr = cmr
+        self.cluster = cluster
+        self.node = node
+        self.compress = compress
+        self.limit = records_per_file
+        self.minute = 0
+        self.seq = 0
+        self.open: list[_FileWriter] = []
+        self.done: list[Path] = []
+
+    def write(self, record: Record) -> None:
+        if not self.open:
+            self._start(record)
+        cdr_file = self.open[0]
+        cdr_file.write(record.cdr)
+        if self.cmr:
+            for row in record.cmrs:
+                self.open[1].write(row)
+        if self.limit is not None and cdr_file.rows >= self.limit:
+            self._finish()
+
+    def _start(self, record: Record) -> None:
+        end = record.cdr["dateTimeDisconnect"]
+        assert isinstance(end, int)
+        self.minute = max(end // 60, self.minute + 1)
+        self.seq += 1
+        when = datetime.fromtimestamp(self.minute * 60, UTC)
+        suffix = ".gz" if self.compress else ""
+        kinds = [("cdr", self.generation)]
+        if self.cmr:
+            kinds.append(("cmr", CMR_GENERATION[self.generation]))
+        for kind, count in kinds:
+            name = file_name(kind, cluster=self.cluster, node=self.node, when=when, seq=self.seq)
+            self.open.append(
+                _FileWriter(
+                    self.out_dir / (name + suffix),
+                    kind,
+                    count,
+                    compress=self.compress,
+                    mtime=self.minute * 60,
+                )
+            )
+
+    def _finish(self) -> None:
+        self.done.extend(writer.close() for writer in self.open)
+        self.open = []
+
+    def abort(self) -> None:
+        for writer in self.open:
+            writer.abort()
+        self.open = []
+
+    def close(self) -> list[Path]:
+        self._finish()
+        return self.done
+
+
+def generate(
+    out_dir: Path,
+    *,
+    records: int,
+    generation: int = 133,
+    mix: Mapping[str, float] | None = None,
+    cmr: bool = False,
+    seed: int = 0,
+    cluster: str = "StandAloneCluster",
+    node: int = 1,
+    start: datetime | None = None,
+    gzip: bool = False,
+    records_per_file: int | None = None,
+) -> list[Path]:
+    """Write `records` CDR rows (and their CMRs with `cmr=True`) as CUCM files; return paths.
+
+    `generation` is the CDR field count (118, 129 or 133); the CMR file uses the matching
+    CMR generation (19, 44, 48). `mix` weighs the scenarios in `SCENARIOS` per call.
+    The same arguments always give byte-identical files. Naive `start` means UTC.
+    """
+    calls = iter_calls(
+        records=records, mix=mix, seed=seed, cluster=cluster, node=node, start=start, cmr=cmr
+    )
+    return write_calls(
+        out_dir,
+        calls,
+        generation=generation,
+        cmr=cmr,
+        cluster=cluster,
+        node=node,
+        gzip=gzip,
+        records_per_file=records_per_file,
+    )
