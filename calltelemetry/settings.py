@@ -43,6 +43,7 @@ SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
+    "licensing",  # first, so its admin/base_site.html (license banner) wins
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -55,7 +56,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "cdr",
     "webhooks",
-    "licensing",
 ]
 
 MIDDLEWARE = [

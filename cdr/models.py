@@ -1,0 +1,168 @@
+"""Stored CUCM records and the ingest record of every file.
+
+Each record keeps the line exactly as read (`raw`) together with the file's header
+(`RecordLayout`), so every field is available under its CUCM header name, whatever the
+generation; the columns people search and filter on are also stored typed and indexed.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from django.db import models
+
+from cdr.codes import cause_text
+from cdr.parsing import int_to_ipv4, parse_vq_metrics, split_line
+
+
+class CdrFile(models.Model):
+    """The ingest record of one received file."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        DONE = "done"
+        DUPLICATE = "duplicate"
+        FAILED = "failed"
+
+    class Kind(models.TextChoices):
+        CDR = "cdr", "CDR"
+        CMR = "cmr", "CMR"
+        UNKNOWN = "unknown"
+
+    name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.BigIntegerField(default=0)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.UNKNOWN)
+    source = models.CharField(max_length=100, help_text="watcher, upload, replay or sftp:<source>")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    cluster = models.CharField(max_length=64, blank=True, db_index=True)
+    stored_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, reason}] of rows")
+    error = models.TextField(blank=True, help_text="why the file as a whole failed")
+    path = models.CharField(max_length=1024, blank=True, help_text="where the file waits")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "ingest record"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class RecordLayout(models.Model):
+    """One distinct header line: the field names of the records that point at it."""
+
+    kind = models.CharField(max_length=8)
+    fields = models.JSONField()
+    digest = models.CharField(max_length=64, unique=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind.upper()} {len(self.fields)} fields"
+
+
+class Record(models.Model):
+    file = models.ForeignKey(CdrFile, null=True, blank=True, on_delete=models.SET_NULL)
+    layout = models.ForeignKey(RecordLayout, on_delete=models.PROTECT)
+    line = models.PositiveIntegerField()
+    raw = models.TextField()
+    cluster = models.CharField(max_length=64)
+    pkid = models.CharField(max_length=64)
+    call_manager_id = models.IntegerField(null=True, blank=True)
+    call_id = models.BigIntegerField(null=True, blank=True)
+    ingested_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+    @cached_property
+    def fields(self) -> dict[str, str]:
+        """Every field as read, by CUCM header name."""
+        return dict(zip(self.layout.fields, split_line(self.raw), strict=False))
+
+
+class Cdr(Record):
+    orig_leg_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    dest_leg_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    origination_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    connect_at = models.DateTimeField(null=True, blank=True, help_text="empty: never connected")
+    disconnect_at = models.DateTimeField(null=True, blank=True)
+    duration = models.IntegerField(null=True, blank=True)
+    calling_party_number = models.CharField(max_length=255, blank=True, db_index=True)
+    original_called_party_number = models.CharField(max_length=255, blank=True, db_index=True)
+    final_called_party_number = models.CharField(max_length=255, blank=True, db_index=True)
+    last_redirect_dn = models.CharField(max_length=255, blank=True)
+    orig_device_name = models.CharField(max_length=129, blank=True, db_index=True)
+    dest_device_name = models.CharField(max_length=129, blank=True, db_index=True)
+    orig_cause_value = models.BigIntegerField(null=True, blank=True)
+    dest_cause_value = models.BigIntegerField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name = "CDR"
+        ordering = ["-origination_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "pkid"], name="cdr_unique_cluster_pkid")
+        ]
+        indexes = [
+            models.Index(fields=["cluster", "call_manager_id", "call_id"], name="cdr_global_call"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.calling_party_number} → {self.final_called_party_number} ({self.pkid})"
+
+    @property
+    def orig_ip(self) -> str | None:
+        return self.fields.get("origIpv4v6Addr") or int_to_ipv4(self.fields.get("origIpAddr"))
+
+    @property
+    def dest_ip(self) -> str | None:
+        return self.fields.get("destIpv4v6Addr") or int_to_ipv4(self.fields.get("destIpAddr"))
+
+    @property
+    def orig_cause_text(self) -> str:
+        return cause_text(self.orig_cause_value)
+
+    @property
+    def dest_cause_text(self) -> str:
+        return cause_text(self.dest_cause_value)
+
+    @property
+    def answered(self) -> bool:
+        return self.connect_at is not None
+
+
+class Cmr(Record):
+    node_id = models.IntegerField(null=True, blank=True)
+    directory_num = models.CharField(max_length=255, blank=True, db_index=True)
+    call_identifier = models.BigIntegerField(null=True, blank=True, db_index=True)
+    stamp_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    device_name = models.CharField(max_length=129, blank=True, db_index=True)
+    duration = models.IntegerField(null=True, blank=True)
+    jitter = models.IntegerField(null=True, blank=True)
+    latency = models.IntegerField(null=True, blank=True)
+    packets_lost = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "CMR"
+        ordering = ["-stamp_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "pkid"], name="cmr_unique_cluster_pkid")
+        ]
+        indexes = [
+            models.Index(fields=["cluster", "call_manager_id", "call_id"], name="cmr_global_call"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_name} {self.directory_num} ({self.pkid})"
+
+    @property
+    def vq_metrics(self) -> dict[str, str]:
+        return parse_vq_metrics(self.fields.get("varVQMetrics", ""))
+
