@@ -37,10 +37,32 @@ def ensure_admin() -> None:
 def commands(port: int) -> dict[str, list[str]]:
     py = sys.executable
     return {
-        "web": [py, "-m", "gunicorn", "calltelemetry.wsgi", "--bind", f"127.0.0.1:{port}",
-                "--workers", "2", "--access-logfile", "-"],
-        "worker": [py, "-m", "celery", "-A", "calltelemetry", "worker", "--loglevel", "INFO",
-                   "--queues", "celery,ingest,webhooks", "--concurrency", "2"],
+        "web": [
+            py,
+            "-m",
+            "gunicorn",
+            "calltelemetry.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ],
+        "worker": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "calltelemetry",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--queues",
+            "celery,ingest,webhooks",
+            "--concurrency",
+            "2",
+        ],
         "beat": [py, "-m", "celery", "-A", "calltelemetry", "beat", "--loglevel", "INFO"],
         "watcher": [py, "manage.py", "watch_cdr"],
     }

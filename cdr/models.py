@@ -165,4 +165,3 @@ class Cmr(Record):
     @property
     def vq_metrics(self) -> dict[str, str]:
         return parse_vq_metrics(self.fields.get("varVQMetrics", ""))
-

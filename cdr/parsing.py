@@ -35,7 +35,9 @@ _INT_LIST_RE = re.compile(r"(?:-?[0-9]+)?(?:,(?:-?[0-9]+)?)*")
 _INT_RE = re.compile(r"-?[0-9]+")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
-_NAME_RE = re.compile(r"^(?P<kind>cdr|cmr)_(?P<cluster>.+)_(?P<node>\d+)_(?P<stamp>\d{12})_(?P<seq>\d+)$")
+_NAME_RE = re.compile(
+    r"^(?P<kind>cdr|cmr)_(?P<cluster>.+)_(?P<node>\d+)_(?P<stamp>\d{12})_(?P<seq>\d+)$"
+)
 
 
 class NotCucmFile(ValueError):

@@ -119,7 +119,9 @@ class _Writer:
         self.width = len(names)
         self.fixed = (file.pk if file else None, layout_id)
         table = connection.ops.quote_name(self.model._meta.db_table)
-        self.prefix = f"INSERT INTO {table} ({', '.join(map(connection.ops.quote_name, names))}) VALUES "
+        self.prefix = (
+            f"INSERT INTO {table} ({', '.join(map(connection.ops.quote_name, names))}) VALUES "
+        )
         self.suffix = ' ON CONFLICT ("cluster", "pkid") DO NOTHING RETURNING "id", "pkid"'
 
     def key(self, row: Row) -> tuple[str, str]:
@@ -144,7 +146,9 @@ class _Writer:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             returned = cursor.fetchall()
-        stored = [StoredRecord(pk, by_pkid[pkid].values, by_pkid[pkid].line) for pk, pkid in returned]
+        stored = [
+            StoredRecord(pk, by_pkid[pkid].values, by_pkid[pkid].line) for pk, pkid in returned
+        ]
         stored.sort(key=lambda record: record.line)
         return stored
 
@@ -324,4 +328,3 @@ def _finish(cdr_file: CdrFile, status: str, *, error: str = "") -> CdrFile:
         f" ({error})" if error else "",
     )
     return cdr_file
-

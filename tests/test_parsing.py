@@ -73,17 +73,23 @@ def test_every_sample_generation_parses_with_exact_counts(samples: Path) -> None
 
 
 def test_sample_values_decode(samples: Path) -> None:
-    reader = CucmReader(open_binary(samples / "cucm15-sieteunoseis/cdr_cucmOHSUtest_02_202504181632_1"))
+    reader = CucmReader(
+        open_binary(samples / "cucm15-sieteunoseis/cdr_cucmOHSUtest_02_202504181632_1")
+    )
     rows = [reader.layout.as_dict(r.values) for r in reader if isinstance(r, Row)]
     call = rows[2]
-    assert epoch_to_datetime(call["dateTimeOrigination"]) == datetime(2025, 4, 18, 16, 32, 8, tzinfo=UTC)
+    assert epoch_to_datetime(call["dateTimeOrigination"]) == datetime(
+        2025, 4, 18, 16, 32, 8, tzinfo=UTC
+    )
     assert call["duration"] == "11"
     assert int_to_ipv4(call["origIpAddr"]) == call["origIpv4v6Addr"] == "10.248.64.14"
     assert rows[0]["destCause_value"] == "1459617833"  # beyond int32
 
 
 def test_unquoted_sanitized_header_and_missing_quotes_parse(samples: Path) -> None:
-    reader = CucmReader(open_binary(samples / "cucm-2015-damhau/cmr_StandAloneCluster_02_201510091036_254831"))
+    reader = CucmReader(
+        open_binary(samples / "cucm-2015-damhau/cmr_StandAloneCluster_02_201510091036_254831")
+    )
     rows = [reader.layout.as_dict(r.values) for r in reader if isinstance(r, Row)]
     assert rows[0]["deviceName"] == "S0/SU0/DS1-0/30"
     assert rows[0]["varVQMetrics"] == ""
@@ -91,7 +97,9 @@ def test_unquoted_sanitized_header_and_missing_quotes_parse(samples: Path) -> No
 
 
 def test_empty_integer_columns_in_cmr_are_accepted(samples: Path) -> None:
-    reader = CucmReader(open_binary(samples / "cucm12-panos1962/cmr_StandAloneCluster_02_202012260844_476716"))
+    reader = CucmReader(
+        open_binary(samples / "cucm12-panos1962/cmr_StandAloneCluster_02_202012260844_476716")
+    )
     durations = [reader.layout.as_dict(r.values)["duration"] for r in reader if isinstance(r, Row)]
     assert "" in durations
 
