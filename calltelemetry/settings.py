@@ -184,6 +184,10 @@ CELERY_TASK_ROUTES = {
     "cdr.tasks.*": {"queue": "ingest"},
     "webhooks.tasks.deliver": {"queue": "webhooks"},
 }
+CELERY_BEAT_SCHEDULE = {
+    "webhooks-sweep": {"task": "webhooks.tasks.sweep", "schedule": 2.0},
+    "cdr-sweep": {"task": "cdr.tasks.sweep_files", "schedule": 10.0},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 

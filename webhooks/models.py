@@ -1,0 +1,154 @@
+"""Webhook definitions, and the durable state of every delivery and attempt."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Webhook(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=2000, help_text="http:// or https:// destination")
+    enabled = models.BooleanField(default=True)
+    meta = models.JSONField(default=dict, blank=True, help_text="sent under the `meta` key")
+    secret = models.CharField(
+        max_length=200, blank=True, help_text="whsec_… signing secret (never shown again)"
+    )
+    hit_count = models.PositiveBigIntegerField(default=0)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+    delivered_count = models.PositiveBigIntegerField(default=0)
+    failed_count = models.PositiveBigIntegerField(default=0)
+    last_status = models.CharField(max_length=64, blank=True)
+    last_delivery_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Condition(models.Model):
+    class Operator(models.TextChoices):
+        EQ = "eq", "equals"
+        NE = "ne", "does not equal"
+        IN = "in", "is one of"
+        NOT_IN = "not_in", "is none of"
+        CONTAINS = "contains", "contains"
+        NOT_CONTAINS = "not_contains", "does not contain"
+        STARTSWITH = "startswith", "starts with"
+        ENDSWITH = "endswith", "ends with"
+        REGEX = "regex", "matches regex"
+        GT = "gt", ">"
+        GTE = "gte", "≥"
+        LT = "lt", "<"
+        LTE = "lte", "≤"
+        IS_EMPTY = "is_empty", "is empty"
+        IS_NOT_EMPTY = "is_not_empty", "is not empty"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="conditions")
+    field = models.CharField(max_length=64, help_text="CDR field name, e.g. dateTimeConnect")
+    operator = models.CharField(max_length=16, choices=Operator.choices)
+    value = models.JSONField(default=str, blank=True, help_text="text, number or list")
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.operator} {self.value}"
+
+
+class Header(models.Model):
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="headers")
+    name = models.CharField(max_length=100)
+    value = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["webhook", "name"], name="webhook_header_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}: ••••"
+
+
+class Delivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    class Kind(models.TextChoices):
+        EVENT = "event"
+        TEST = "test"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    cdr = models.ForeignKey(
+        "cdr.Cdr", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
+    event_id = models.CharField(max_length=64, unique=True, help_text="the webhook-id header")
+    body = models.TextField(help_text="the JSON body, exactly as sent and signed")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=200, blank=True, help_text="why skipped or failed")
+    attempt_count = models.PositiveIntegerField(default=0)
+    schedule_start = models.PositiveIntegerField(
+        default=0, help_text="attempt_count when the retry schedule (re)started"
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            # A record can never produce two deliveries for one webhook.
+            models.UniqueConstraint(
+                fields=["webhook", "cdr"],
+                condition=Q(kind="event", cdr__isnull=False),
+                name="delivery_once_per_webhook_and_cdr",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.webhook_id} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    class ErrorClass(models.TextChoices):
+        NONE = "", "none"
+        DNS = "dns"
+        CONNECT = "connect"
+        TLS = "tls"
+        TIMEOUT = "timeout"
+        HTTP = "http"
+        POLICY = "policy"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=12, default="scheduled", help_text="scheduled, manual")
+    started_at = models.DateTimeField()
+    url = models.URLField(max_length=2000)
+    request_headers = models.JSONField(default=dict, help_text="secrets and custom values masked")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    error_class = models.CharField(max_length=8, choices=ErrorClass.choices, blank=True)
+    error = models.TextField(blank=True)
+    response_body = models.TextField(blank=True, help_text="first 4 KB")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery_id}"

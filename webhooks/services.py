@@ -1,0 +1,184 @@
+"""Webhook operations: trigger on new records, test sends, redelivery, the sweeper."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from cdr.models import Cdr
+from cdr.parsing import Layout
+from cdr.services import StoredRecord
+from licensing.gating import webhooks_license_problem
+from webhooks.delivery import delivery_claim, delivery_send, new_event_id
+from webhooks.matching import Rule, compile_rules, rules_from
+from webhooks.models import Delivery, DeliveryAttempt, Webhook
+from webhooks.payload import cdr_renderer, payload_body
+from webhooks.sample import SAMPLE_CDR
+
+log = logging.getLogger(__name__)
+
+# A pending delivery handed to the broker is not handed again before this, unless it ran.
+ENQUEUE_GRACE = timedelta(seconds=30)
+SWEEP_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledWebhook:
+    id: int
+    name: str
+    meta: dict[str, Any]
+    match: Callable[[Sequence[str]], bool]
+
+
+def webhook_rules(webhook: Webhook) -> list[Rule]:
+    return rules_from((c.field, c.operator, c.value) for c in webhook.conditions.all())
+
+
+def webhooks_compile(webhooks: Iterable[Webhook], index: dict[str, int]) -> list[CompiledWebhook]:
+    compiled = []
+    for webhook in webhooks:
+        try:
+            rules = webhook_rules(webhook)
+        except ValueError as exc:  # saved before a validation rule existed: skip, loudly
+            log.error("webhook %s has an invalid condition and is skipped: %s", webhook.name, exc)
+            continue
+        match = compile_rules(rules, index)
+        compiled.append(CompiledWebhook(webhook.pk, webhook.name, webhook.meta, match))
+    return compiled
+
+
+def enabled_webhooks() -> list[Webhook]:
+    return list(Webhook.objects.filter(enabled=True).prefetch_related("conditions"))
+
+
+def webhooks_trigger(layout: Layout, stored: list[StoredRecord]) -> None:
+    """Evaluate newly stored CDRs against every enabled webhook, inside the ingest batch's
+    transaction: statistics and delivery rows commit with the records or not at all."""
+    compiled = webhooks_compile(enabled_webhooks(), layout.index)
+    if not compiled:
+        return
+    render = cdr_renderer(layout.names)
+    license_problem = webhooks_license_problem()
+    now = timezone.now()
+    deliveries: list[Delivery] = []
+    hits: Counter[int] = Counter()
+    for record in stored:
+        cdr: dict[str, Any] | None = None
+        for hook in compiled:
+            if not hook.match(record.values):
+                continue
+            if cdr is None:
+                cdr = render(record.values)
+            hits[hook.id] += 1
+            deliveries.append(_new_delivery(hook, record.id, cdr, now, license_problem))
+    if not deliveries:
+        return
+    Delivery.objects.bulk_create(deliveries, batch_size=500)
+    for webhook_id, count in hits.items():
+        Webhook.objects.filter(pk=webhook_id).update(
+            hit_count=F("hit_count") + count, last_hit_at=now
+        )
+    pending = [d.pk for d in deliveries if d.status == Delivery.Status.PENDING]
+    if pending:
+        transaction.on_commit(lambda: deliveries_enqueue(pending))
+
+
+def _new_delivery(
+    hook: CompiledWebhook, cdr_id: int, cdr: dict[str, Any], now: Any, license_problem: str | None
+) -> Delivery:
+    delivery = Delivery(
+        webhook_id=hook.id,
+        cdr_id=cdr_id,
+        event_id=new_event_id(),
+        body=payload_body(name=hook.name, meta=hook.meta, cdr=cdr),
+        next_attempt_at=now,
+        claimed_until=now + ENQUEUE_GRACE,
+    )
+    if license_problem is not None:
+        delivery.status = Delivery.Status.SKIPPED
+        delivery.reason = "license"
+        delivery.finished_at = now
+        delivery.next_attempt_at = None
+        delivery.claimed_until = None
+    return delivery
+
+
+def deliveries_enqueue(ids: Iterable[int]) -> None:
+    from webhooks.tasks import deliver
+
+    try:
+        for delivery_id in ids:
+            deliver.delay(delivery_id)
+    except Exception as exc:  # broker down: the rows are safe, the sweeper sends them later
+        log.warning("could not enqueue deliveries (%s); the sweeper will retry", exc)
+
+
+def deliveries_sweep() -> int:
+    """Hand due deliveries to the workers and reclaim those whose worker died mid-send."""
+    now = timezone.now()
+    Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_until__lt=now).update(
+        status=Delivery.Status.PENDING, claimed_until=None, next_attempt_at=now
+    )
+    due = list(
+        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_LIMIT]
+    )
+    if due:
+        Delivery.objects.filter(pk__in=due, status=Delivery.Status.PENDING).update(
+            claimed_until=now + ENQUEUE_GRACE
+        )
+        deliveries_enqueue(due)
+    return len(due)
+
+
+def webhook_test_send(*, webhook: Webhook, cdr: Cdr | None = None) -> DeliveryAttempt | None:
+    """Send one test event now: a stored CDR, or the synthetic one. One attempt, no retry."""
+    if cdr is not None:
+        names, values = cdr.layout.fields, list(cdr.fields.values())
+    else:
+        names, values = list(SAMPLE_CDR), list(SAMPLE_CDR.values())
+    body = payload_body(name=webhook.name, meta=webhook.meta, cdr=cdr_renderer(names)(values))
+    now = timezone.now()
+    delivery = Delivery.objects.create(
+        webhook=webhook,
+        cdr=cdr,
+        kind=Delivery.Kind.TEST,
+        event_id=new_event_id(),
+        body=body,
+        next_attempt_at=now,
+    )
+    claimed = delivery_claim(delivery_id=delivery.pk, now=now)
+    assert claimed is not None  # just created, nobody else knows it
+    return delivery_send(delivery=claimed, trigger="test", retry=False)
+
+
+def delivery_redeliver(*, delivery: Delivery) -> Delivery:
+    """Send a delivery again (same webhook-id), with a fresh retry schedule."""
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).exclude(status=Delivery.Status.SENDING).update(
+        status=Delivery.Status.PENDING,
+        schedule_start=F("attempt_count"),
+        next_attempt_at=now,
+        claimed_until=now + ENQUEUE_GRACE,
+        finished_at=None,
+        reason="",
+    )
+    transaction.on_commit(lambda: deliveries_enqueue([delivery.pk]))
+    delivery.refresh_from_db()
+    return delivery
+
+
+def webhook_set_enabled(*, webhook: Webhook, enabled: bool) -> Webhook:
+    Webhook.objects.filter(pk=webhook.pk).update(enabled=enabled, updated_at=timezone.now())
+    webhook.refresh_from_db()
+    return webhook
