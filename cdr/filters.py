@@ -1,0 +1,89 @@
+"""Query filters for the ingest-record, CDR and CMR list endpoints."""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django.db.models import Q, QuerySet
+
+from cdr.models import Cdr, CdrFile, Cmr
+
+NUMBER_FIELDS = (
+    "calling_party_number",
+    "original_called_party_number",
+    "final_called_party_number",
+    "last_redirect_dn",
+)
+
+
+class CdrFileFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=CdrFile.Status.choices)
+    kind = filters.ChoiceFilter(choices=CdrFile.Kind.choices)
+    created_after = filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte", label="Received at or after (ISO-8601)"
+    )
+    created_before = filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt", label="Received before (ISO-8601)"
+    )
+
+    class Meta:
+        model = CdrFile
+        fields = ["status", "kind", "cluster", "source"]
+
+
+class CdrFilter(filters.FilterSet):
+    since = filters.IsoDateTimeFilter(
+        field_name="origination_at", lookup_expr="gte", label="Originated at or after (ISO-8601)"
+    )
+    until = filters.IsoDateTimeFilter(
+        field_name="origination_at", lookup_expr="lt", label="Originated before (ISO-8601)"
+    )
+    number = filters.CharFilter(
+        method="filter_number", label="Calling, original called, final called or redirect number"
+    )
+    device = filters.CharFilter(method="filter_device", label="Originating or destination device")
+    cause = filters.NumberFilter(method="filter_cause", label="Originating or destination cause")
+    answered = filters.BooleanFilter(
+        field_name="connect_at", lookup_expr="isnull", exclude=True, label="Connected at all"
+    )
+    min_duration = filters.NumberFilter(field_name="duration", lookup_expr="gte")
+    max_duration = filters.NumberFilter(field_name="duration", lookup_expr="lte")
+
+    class Meta:
+        model = Cdr
+        fields = ["cluster", *NUMBER_FIELDS, "call_id", "call_manager_id", "pkid", "file"]
+
+    def filter_number(self, queryset: QuerySet[Cdr], name: str, value: str) -> QuerySet[Cdr]:
+        match = Q()
+        for field in NUMBER_FIELDS:
+            match |= Q(**{field: value})
+        return queryset.filter(match)
+
+    def filter_device(self, queryset: QuerySet[Cdr], name: str, value: str) -> QuerySet[Cdr]:
+        return queryset.filter(Q(orig_device_name=value) | Q(dest_device_name=value))
+
+    def filter_cause(self, queryset: QuerySet[Cdr], name: str, value: object) -> QuerySet[Cdr]:
+        return queryset.filter(Q(orig_cause_value=value) | Q(dest_cause_value=value))
+
+
+class CmrFilter(filters.FilterSet):
+    since = filters.IsoDateTimeFilter(
+        field_name="stamp_at", lookup_expr="gte", label="Stamped at or after (ISO-8601)"
+    )
+    until = filters.IsoDateTimeFilter(
+        field_name="stamp_at", lookup_expr="lt", label="Stamped before (ISO-8601)"
+    )
+    min_duration = filters.NumberFilter(field_name="duration", lookup_expr="gte")
+    max_duration = filters.NumberFilter(field_name="duration", lookup_expr="lte")
+
+    class Meta:
+        model = Cmr
+        fields = [
+            "cluster",
+            "directory_num",
+            "device_name",
+            "call_identifier",
+            "call_id",
+            "call_manager_id",
+            "pkid",
+            "file",
+        ]

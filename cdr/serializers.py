@@ -1,0 +1,151 @@
+"""API bodies for ingest records, CDRs and CMRs.
+
+List rows carry the typed columns and the decoded values people read at a glance; the detail
+adds every field by CUCM header name (and the CMR voice-quality metrics), which needs the
+record's layout — views select it with the row so that costs no extra query.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from cdr.models import Cdr, CdrFile, Cmr
+
+
+class RowErrorSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class CdrFileSerializer(serializers.ModelSerializer):
+    errors = RowErrorSerializer(many=True, read_only=True, help_text="Rejected rows (first 1000)")
+
+    class Meta:
+        model = CdrFile
+        fields = [
+            "id",
+            "name",
+            "sha256",
+            "size",
+            "kind",
+            "source",
+            "status",
+            "cluster",
+            "stored_count",
+            "duplicate_count",
+            "rejected_count",
+            "errors",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class CdrFileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        allow_empty_file=False, help_text="A CUCM CDR or CMR flat file (optionally gzipped)"
+    )
+
+
+class CdrSerializer(serializers.ModelSerializer):
+    orig_ip = serializers.CharField(read_only=True, allow_null=True)
+    dest_ip = serializers.CharField(read_only=True, allow_null=True)
+    orig_cause_text = serializers.CharField(read_only=True)
+    dest_cause_text = serializers.CharField(read_only=True)
+    answered = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Cdr
+        fields = [
+            "id",
+            "file",
+            "line",
+            "cluster",
+            "pkid",
+            "call_manager_id",
+            "call_id",
+            "orig_leg_id",
+            "dest_leg_id",
+            "origination_at",
+            "connect_at",
+            "disconnect_at",
+            "duration",
+            "answered",
+            "calling_party_number",
+            "original_called_party_number",
+            "final_called_party_number",
+            "last_redirect_dn",
+            "orig_device_name",
+            "dest_device_name",
+            "orig_ip",
+            "dest_ip",
+            "orig_cause_value",
+            "orig_cause_text",
+            "dest_cause_value",
+            "dest_cause_text",
+            "ingested_at",
+        ]
+        read_only_fields = fields
+
+
+class CdrDetailSerializer(CdrSerializer):
+    # `get_fields` is the serializer's own hook, hence the explicit method name.
+    fields = serializers.SerializerMethodField(
+        method_name="all_fields", help_text="Every field as read, by header name"
+    )
+
+    class Meta(CdrSerializer.Meta):
+        fields = [*CdrSerializer.Meta.fields, "fields"]
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+    def all_fields(self, obj: Cdr) -> dict[str, str]:
+        return obj.fields
+
+
+class CmrSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Cmr
+        fields = [
+            "id",
+            "file",
+            "line",
+            "cluster",
+            "pkid",
+            "call_manager_id",
+            "call_id",
+            "node_id",
+            "directory_num",
+            "call_identifier",
+            "stamp_at",
+            "device_name",
+            "duration",
+            "jitter",
+            "latency",
+            "packets_lost",
+            "ingested_at",
+        ]
+        read_only_fields = fields
+
+
+class CmrDetailSerializer(CmrSerializer):
+    # `get_fields` is the serializer's own hook, hence the explicit method name.
+    fields = serializers.SerializerMethodField(
+        method_name="all_fields", help_text="Every field as read, by header name"
+    )
+    vq_metrics = serializers.SerializerMethodField(help_text="varVQMetrics as key/value pairs")
+
+    class Meta(CmrSerializer.Meta):
+        fields = [*CmrSerializer.Meta.fields, "fields", "vq_metrics"]
+        read_only_fields = fields
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+    def all_fields(self, obj: Cmr) -> dict[str, str]:
+        return obj.fields
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+    def get_vq_metrics(self, obj: Cmr) -> dict[str, str]:
+        return obj.vq_metrics
