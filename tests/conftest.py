@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def process_env(
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], queues: str, concurrency: int) -> None:
+    def __init__(self, env: dict[str, str], queues: str, concurrency: int, pool: str) -> None:
         self.ready = threading.Event()
         self.output: list[str] = []
         self.proc = subprocess.Popen(
@@ -101,6 +102,8 @@ class Worker:
                 queues,
                 "--concurrency",
                 str(concurrency),
+                "--pool",
+                pool,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -147,11 +150,38 @@ def start_worker(process_env: dict[str, str]) -> Iterator[object]:
                 pass
     workers: list[Worker] = []
 
-    def start(queues: str = "celery,ingest,webhooks", concurrency: int = 2) -> Worker:
-        worker = Worker(process_env, queues, concurrency)
+    def start(
+        queues: str = "celery,ingest,webhooks", concurrency: int = 2, pool: str = "prefork"
+    ) -> Worker:
+        worker = Worker(process_env, queues, concurrency, pool)
         workers.append(worker)
         return worker
 
     yield start
     for worker in workers:
         worker.stop()
+
+
+@contextmanager
+def broker_unreachable() -> Iterator[None]:
+    """Point this process's Celery publisher at a port where nothing listens."""
+    import kombu.pools
+
+    from calltelemetry.celery import app
+
+    def reset_pools() -> None:
+        # Publisher connections are cached in kombu's global pools and in the app.
+        kombu.pools.reset()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    real = app.conf.broker_url, app.conf.task_publish_retry, app.conf.broker_transport_options
+    reset_pools()
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
+    app.conf.broker_transport_options = {}
+    app.conf.task_publish_retry = False
+    try:
+        yield
+    finally:
+        reset_pools()
+        app.conf.broker_url, app.conf.task_publish_retry, app.conf.broker_transport_options = real

@@ -12,7 +12,7 @@ from django.core.management import call_command
 
 from cdr.dropfolder import Folders, Scanner, file_claim, files_requeue_stale, queued_file_ingest
 from cdr.models import Cdr, CdrFile
-from tests.conftest import ROOT
+from tests.conftest import ROOT, broker_unreachable
 
 SAMPLE = "cucm12-panos1962/cdr_StandAloneCluster_02_202012260557_476630"
 
@@ -103,16 +103,8 @@ def test_queued_while_the_broker_is_down_is_ingested_after_the_sweep(
     samples: Path, process_env: dict[str, str], start_worker: Callable, settings: object
 ) -> None:
     settings.CDR_INCOMING_DIR = Path(process_env["CDR_INCOMING_DIR"])  # type: ignore[attr-defined]
-    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # type: ignore[attr-defined]
-    from calltelemetry.celery import app
-
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    app.conf.broker_connection_timeout = 0.5
-    app.conf.broker_connection_max_retries = 0
-    try:
+    with broker_unreachable():
         cdr_file = file_claim(drop(samples, settings.CDR_INCOMING_DIR))  # type: ignore[attr-defined]
-    finally:
-        app.conf.broker_url = process_env.get("CELERY_BROKER_URL") or settings.CELERY_BROKER_URL
     assert CdrFile.objects.get(pk=cdr_file.pk).status == CdrFile.Status.QUEUED
     start_worker()
     CdrFile.objects.filter(pk=cdr_file.pk).update(created_at=cdr_file.created_at.replace(year=2000))
