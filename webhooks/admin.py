@@ -1,0 +1,321 @@
+"""Admin for webhooks (conditions and headers inline) and the delivery log."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from cdr.fields import CDR_FIELDS
+from licensing.gating import enabled_webhooks_limit, webhooks_license_problem
+from webhooks.delivery import MASK, generate_secret, secret_problem
+from webhooks.http import url_problem
+from webhooks.matching import ConditionError, field_kind, validate_condition
+from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
+from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "user-agent", "webhook-id", "webhook-timestamp",
+     "webhook-signature"}
+)  # fmt: skip
+
+
+def header_problem(name: str, value: str) -> str | None:
+    if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+        return "header names and values must not contain CR or LF"
+    if not HEADER_NAME.fullmatch(name):
+        return f"{name!r} is not a valid HTTP header name"
+    if name.lower() in RESERVED_HEADERS:
+        return f"{name} is set by the appliance and cannot be overridden"
+    return None
+
+
+def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    groups: dict[str, list[tuple[str, str]]] = {"Times": [], "Numbers": [], "Text": []}
+    label = {"time": "Times", "number": "Numbers", "text": "Text"}
+    for spec in CDR_FIELDS:
+        groups[label[field_kind(spec)]].append((spec.name, spec.name))
+    return list(groups.items())
+
+
+class ConditionForm(forms.ModelForm):
+    field = forms.ChoiceField(choices=_field_choices())
+    value = forms.CharField(
+        required=False, help_text="a list is comma-separated; times take epoch, ISO-8601 or Never"
+    )
+
+    class Meta:
+        model = Condition
+        fields = ["field", "operator", "value", "order"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        value = self.instance.value if self.instance.pk else ""
+        self.initial["value"] = ", ".join(map(str, value)) if isinstance(value, list) else value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "field" not in data or "operator" not in data:
+            return data
+        try:
+            rule = validate_condition(data["field"], data["operator"], data.get("value", ""))
+        except ConditionError as exc:
+            for key, message in exc.errors.items():
+                self.add_error(key if key in self.fields else None, message)
+            return data
+        data["field"] = rule.field
+        data["value"] = list(rule.value) if isinstance(rule.value, tuple) else rule.value
+        return data
+
+
+class HeaderForm(forms.ModelForm):
+    value = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="never shown again; leave empty to keep the current value",
+    )
+
+    class Meta:
+        model = Header
+        fields = ["name", "value"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("value"):
+            if self.instance.pk:
+                data["value"] = self.instance.value
+            elif data.get("name"):
+                self.add_error("value", "a value is required")
+        problem = header_problem(data.get("name", ""), data.get("value") or "")
+        if problem and data.get("name"):
+            self.add_error("name", problem)
+        return data
+
+
+class ConditionInline(admin.TabularInline):
+    model = Condition
+    form = ConditionForm
+    extra = 1
+
+
+class HeaderInline(admin.TabularInline):
+    model = Header
+    form = HeaderForm
+    extra = 0
+
+
+class WebhookForm(forms.ModelForm):
+    new_secret = forms.CharField(
+        required=False,
+        label="Secret",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="whsec_… (never shown again); leave empty to keep the current one",
+    )
+    generate_secret = forms.BooleanField(required=False, help_text="generate a new secret")
+    remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
+
+    class Meta:
+        model = Webhook
+        fields = ["name", "url", "enabled", "meta"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        problem = url_problem(url)
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
+
+    def clean_meta(self) -> Any:
+        meta = self.cleaned_data["meta"]
+        if not isinstance(meta, dict):
+            raise forms.ValidationError('meta must be a JSON object, e.g. {"event": "missed call"}')
+        return meta
+
+    def clean_new_secret(self) -> str:
+        secret = self.cleaned_data["new_secret"]
+        problem = secret and secret_problem(secret)
+        if problem:
+            raise forms.ValidationError(problem)
+        return secret
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        problem = webhooks_license_problem()
+        if problem:
+            raise forms.ValidationError(problem)
+        limit = enabled_webhooks_limit()
+        if data.get("enabled") and limit is not None:
+            others = Webhook.objects.filter(enabled=True).exclude(pk=self.instance.pk).count()
+            if others >= limit:
+                raise forms.ValidationError(
+                    f"the license allows {limit} enabled webhooks; disable one first"
+                )
+        return data
+
+
+STATISTICS = [
+    "hit_count", "last_hit_at", "delivered_count", "failed_count", "last_status",
+    "last_delivery_at", "deliveries_link", "created_at", "updated_at",
+]  # fmt: skip
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    form = WebhookForm
+    inlines = [ConditionInline, HeaderInline]
+    list_display = [
+        "name", "enabled", "destination", "hit_count", "last_hit_at", "delivered_count",
+        "failed_count", "last_status", "deliveries_link",
+    ]  # fmt: skip
+    list_filter = ["enabled"]
+    search_fields = ["name", "url"]
+    readonly_fields = ["signing", *STATISTICS]
+    fieldsets = [
+        (None, {"fields": ["name", "url", "enabled", "meta"]}),
+        ("Signing", {"fields": ["signing", "new_secret", "generate_secret", "remove_secret"]}),
+        ("Statistics", {"fields": STATISTICS}),
+    ]
+    actions = ["send_test_event", "enable", "disable"]
+
+    @admin.display(description="destination")
+    def destination(self, obj: Webhook) -> str:
+        return obj.url if len(obj.url) <= 60 else obj.url[:57] + "…"
+
+    @admin.display(description="signing secret")
+    def signing(self, obj: Webhook) -> str:
+        return f"whsec_{MASK}" if obj.secret else "none (requests are not signed)"
+
+    @admin.display(description="deliveries")
+    def deliveries_link(self, obj: Webhook) -> str:
+        url = reverse("admin:webhooks_delivery_changelist") + f"?webhook__id__exact={obj.pk}"
+        return format_html('<a href="{}">deliveries</a>', url)
+
+    def save_model(
+        self, request: HttpRequest, obj: Webhook, form: forms.Form, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        if data.get("remove_secret"):
+            obj.secret = ""
+        elif data.get("generate_secret"):
+            obj.secret = generate_secret()
+            messages.warning(
+                request, f"New signing secret for {obj.name} (shown once): {obj.secret}"
+            )
+        elif data.get("new_secret"):
+            obj.secret = data["new_secret"]
+        super().save_model(request, obj, form, change)
+
+    def _licensed(self, request: HttpRequest) -> bool:
+        problem = webhooks_license_problem()
+        if problem:
+            self.message_user(request, problem, messages.ERROR)
+        return problem is None
+
+    @admin.action(description="Send a test event")
+    def send_test_event(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        if not self._licensed(request):
+            return
+        for webhook in queryset:
+            attempt = webhook_test_send(webhook=webhook)
+            if attempt is None:
+                self.message_user(request, f"{webhook.name}: not sent", messages.ERROR)
+            elif attempt.status_code and 200 <= attempt.status_code < 300:
+                self.message_user(
+                    request,
+                    f"{webhook.name}: HTTP {attempt.status_code} in {attempt.latency_ms:.0f} ms",
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{webhook.name}: {attempt.error or attempt.status_code}",
+                    messages.ERROR,
+                )
+
+    @admin.action(description="Enable")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        if not self._licensed(request):
+            return
+        limit = enabled_webhooks_limit()
+        for webhook in queryset:
+            enabled = Webhook.objects.filter(enabled=True).count()
+            if not webhook.enabled and limit is not None and enabled >= limit:
+                self.message_user(
+                    request, f"the license allows {limit} enabled webhooks", messages.ERROR
+                )
+                return
+            webhook_set_enabled(webhook=webhook, enabled=True)
+
+    @admin.action(description="Disable")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        for webhook in queryset:
+            webhook_set_enabled(webhook=webhook, enabled=False)
+
+
+class AttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = [
+        "number", "trigger", "started_at", "status_code", "latency_ms", "error_class", "error",
+        "request_headers", "response_body",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    inlines = [AttemptInline]
+    list_display = [
+        "event_id", "webhook", "kind", "status", "attempt_count", "last_status_code",
+        "short_error", "cdr_link", "created_at", "next_attempt_at",
+    ]  # fmt: skip
+    list_filter = ["status", "kind", "webhook", "created_at"]
+    list_select_related = ["webhook"]
+    search_fields = ["event_id", "cdr__pkid", "webhook__name"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "webhook", "cdr_link", "kind", "event_id", "status", "reason", "attempt_count",
+        "next_attempt_at", "last_status_code", "last_error", "created_at", "finished_at", "body",
+    ]  # fmt: skip
+    exclude = ["cdr", "claimed_until", "schedule_start"]
+    actions = ["redeliver"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, obj: Delivery) -> str:
+        text = obj.last_error or obj.reason
+        return text if len(text) <= 60 else text[:57] + "…"
+
+    @admin.display(description="CDR")
+    def cdr_link(self, obj: Delivery) -> str:
+        if obj.cdr_id is None:
+            return "synthetic test record" if obj.kind == Delivery.Kind.TEST else "—"
+        url = reverse("admin:cdr_cdr_change", args=[obj.cdr_id])
+        return format_html('<a href="{}">CDR {}</a>', url, obj.cdr_id)
+
+    @admin.action(description="Redeliver")
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        problem = webhooks_license_problem()
+        if problem:
+            self.message_user(request, problem, messages.ERROR)
+            return
+        count = 0
+        for delivery in queryset.exclude(status=Delivery.Status.SENDING):
+            delivery_redeliver(delivery=delivery)
+            count += 1
+        self.message_user(request, f"{count} deliveries queued again")
