@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "cdr",
     "webhooks",
+    "sftp",
 ]
 
 MIDDLEWARE = [
@@ -130,6 +131,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -144,6 +146,21 @@ CDR_INCOMING_DIR: Path = config.read(
 CDR_SETTLE_SECONDS: float = config.read(env, "CDR_SETTLE_SECONDS", "2", config.positive_float)
 CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.positive_float)
 CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", "1000", config.non_negative_int) or 1000
+
+# --- SFTP receiver (`manage.py run_sftp`) ------------------------------------------------
+
+
+def _at_least_one(raw: str) -> int:
+    value = config.non_negative_int(raw)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+SFTP_HOST: str = env.str("SFTP_HOST", default="0.0.0.0")
+SFTP_PORT: int = config.read(env, "SFTP_PORT", "2222", config.port)
+SFTP_MAX_FILE_BYTES: int = config.read(env, "SFTP_MAX_FILE_BYTES", str(1 << 30), _at_least_one)
+SFTP_MAX_SESSIONS: int = config.read(env, "SFTP_MAX_SESSIONS", "16", _at_least_one)
 
 # --- Webhooks ---------------------------------------------------------------------------
 WEBHOOK_TIMEOUT: float = config.read(env, "WEBHOOK_TIMEOUT", "15", config.positive_float)

@@ -112,6 +112,7 @@ class HeaderInline(admin.TabularInline):
 
 
 class WebhookForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
     new_secret = forms.CharField(
         required=False,
         label="Secret",
