@@ -1,0 +1,122 @@
+"""Operator actions over many stored rows: a dry run of conditions, and bulk redelivery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from cdr.models import Cdr, RecordLayout
+from cdr.parsing import split_line
+from webhooks.matching import Rule, compile_rules
+from webhooks.models import Delivery, Webhook
+from webhooks.services import ENQUEUE_GRACE, deliveries_enqueue
+
+DRY_RUN_DEFAULT_LIMIT = 1000
+DRY_RUN_MAX_LIMIT = 100_000
+DRY_RUN_SAMPLE = 10
+REDELIVER_CHUNK = 500
+SAMPLE_COLUMNS = (
+    "id",
+    "pkid",
+    "cluster",
+    "origination_at",
+    "calling_party_number",
+    "original_called_party_number",
+    "final_called_party_number",
+)
+REDELIVERABLE = (
+    Delivery.Status.FAILED,
+    Delivery.Status.SUCCEEDED,
+    Delivery.Status.SKIPPED,
+    Delivery.Status.PENDING,
+)
+
+
+@dataclass
+class DryRunResult:
+    evaluated: int = 0
+    matched: int = 0
+    sample: list[dict[str, object]] = field(default_factory=list)
+
+
+def cdrs_dry_run(
+    *,
+    rules: Sequence[Rule],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = DRY_RUN_DEFAULT_LIMIT,
+) -> DryRunResult:
+    """Evaluate AND-ed rules over stored CDRs, newest first, with the live matcher.
+
+    Records are matched as ingest matches them: the raw line split into the file's columns,
+    under a predicate compiled once per header layout. Nothing is stored or sent.
+    """
+    records = Cdr.objects.order_by("-id")
+    if since is not None:
+        records = records.filter(origination_at__gte=since)
+    if until is not None:
+        records = records.filter(origination_at__lt=until)
+    rows = records.values_list("layout_id", "raw", *SAMPLE_COLUMNS)[: min(limit, DRY_RUN_MAX_LIMIT)]
+    # Layouts are few and their field lists long: load each once, not once per row.
+    layouts = RecordLayout.objects.filter(kind="cdr").in_bulk()
+    matchers: dict[int, tuple[int, Callable[[Sequence[str]], bool]]] = {}
+    result = DryRunResult()
+    for layout_id, raw, *columns in rows.iterator(chunk_size=2000):
+        if layout_id not in matchers:
+            names = layouts[layout_id].fields
+            index = {name: position for position, name in enumerate(names)}
+            matchers[layout_id] = (len(names), compile_rules(rules, index))
+        width, match = matchers[layout_id]
+        values = split_line(raw)
+        if len(values) < width:
+            values += [""] * (width - len(values))
+        result.evaluated += 1
+        if match(values):
+            result.matched += 1
+            if len(result.sample) < DRY_RUN_SAMPLE:
+                result.sample.append(dict(zip(SAMPLE_COLUMNS, columns, strict=True)))
+    return result
+
+
+def deliveries_redeliver(
+    *,
+    webhook: Webhook,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    statuses: Sequence[str] = (Delivery.Status.FAILED,),
+) -> int:
+    """Send again every matching delivery of a webhook (e.g. after a receiver outage).
+
+    Each keeps its webhook-id and gets a fresh retry schedule; one being sent right now is
+    left alone. Returns how many were requeued.
+    """
+    deliveries = Delivery.objects.filter(webhook=webhook, status__in=statuses).exclude(
+        status=Delivery.Status.SENDING
+    )
+    if since is not None:
+        deliveries = deliveries.filter(created_at__gte=since)
+    if until is not None:
+        deliveries = deliveries.filter(created_at__lt=until)
+    now = timezone.now()
+    count = 0
+    with transaction.atomic():
+        ids = list(deliveries.values_list("pk", flat=True))
+        # In chunks: SQLite caps the number of parameters in one statement.
+        for start in range(0, len(ids), REDELIVER_CHUNK):
+            count += Delivery.objects.filter(
+                pk__in=ids[start : start + REDELIVER_CHUNK], status__in=statuses
+            ).update(
+                status=Delivery.Status.PENDING,
+                schedule_start=F("attempt_count"),
+                next_attempt_at=now,
+                claimed_until=now + ENQUEUE_GRACE,
+                finished_at=None,
+                reason="",
+            )
+        transaction.on_commit(lambda: deliveries_enqueue(ids))
+    return count

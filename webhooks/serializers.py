@@ -1,0 +1,360 @@
+"""API bodies for webhooks, deliveries and the CDR field catalogue.
+
+Request serializers only check the shape of a body; what a webhook may be (fields,
+operators, values, header rules, limits) is decided by `webhooks.validation`, the same code
+the admin uses. Secrets and header values are write-only: on read a header value is the mask
+and a secret is only `has_secret`.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from cdr.fields import FieldSpec
+from cdr.models import Cdr
+from licensing.verification import State
+from webhooks.delivery import MASK
+from webhooks.matching import field_kind, operators_for
+from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
+from webhooks.operations import DRY_RUN_DEFAULT_LIMIT, DRY_RUN_MAX_LIMIT, REDELIVERABLE
+
+_SCALAR = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+
+
+@extend_schema_field(
+    {
+        "oneOf": [*_SCALAR["oneOf"], {"type": "array", "items": _SCALAR}],
+        "description": "Text, a whole number, epoch seconds or ISO-8601 for dateTime* fields "
+        "(`Never` = 0), or for in/not_in a list or comma-separated text. Omitted for "
+        "is_empty/is_not_empty.",
+    }
+)
+class ConditionValueField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": f"Write-only. Always `{MASK}` on read; sending `{MASK}` back keeps the "
+        "stored value of the header with that name.",
+    }
+)
+class MaskedValueField(serializers.CharField):
+    def to_representation(self, value: object) -> str:
+        return MASK
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class MetaField(serializers.JSONField):
+    pass
+
+
+class ConditionSerializer(serializers.Serializer):
+    field = serializers.CharField(
+        max_length=64, help_text="A CDR field name (any case), see /api/v1/cdr-fields/"
+    )
+    operator = serializers.ChoiceField(choices=Condition.Operator.choices)
+    value = ConditionValueField(required=False)
+
+
+class HeaderSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, help_text="HTTP header name (token characters)")
+    value = MaskedValueField(max_length=8192, allow_blank=True, trim_whitespace=False)
+
+
+# Items are checked by webhooks.validation, which reports one entry per item ({} when fine);
+# DRF's nested-list errors are keyed by index instead, so the items pass through untouched.
+@extend_schema_field(ConditionSerializer(many=True))
+class ConditionListField(serializers.ListField):
+    child = serializers.JSONField()
+
+
+@extend_schema_field(HeaderSerializer(many=True))
+class HeaderListField(serializers.ListField):
+    child = serializers.JSONField()
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    """A webhook as read: header values masked, the secret reduced to `has_secret`."""
+
+    conditions = ConditionSerializer(many=True, read_only=True)
+    headers = HeaderSerializer(many=True, read_only=True)
+    meta = MetaField(read_only=True, help_text="Sent under the payload's `meta` key")
+    has_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Webhook
+        fields = [
+            "id",
+            "name",
+            "url",
+            "enabled",
+            "meta",
+            "conditions",
+            "headers",
+            "has_secret",
+            "hit_count",
+            "last_hit_at",
+            "delivered_count",
+            "failed_count",
+            "last_status",
+            "last_delivery_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_has_secret(self, webhook: Webhook) -> bool:
+        return bool(webhook.secret)
+
+
+class WebhookSavedSerializer(WebhookSerializer):
+    """The answer to a create or update: the webhook, and a generated secret once."""
+
+    secret = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="The secret generated for `generate_secret: true`, shown in this response "
+        "only — store it now. null otherwise.",
+    )
+
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class WebhookWriteSerializer(serializers.Serializer):
+    """A webhook definition as written: conditions and headers replace the stored ones."""
+
+    name = serializers.CharField(max_length=100)
+    url = serializers.CharField(max_length=2000, help_text="http:// or https:// destination")
+    enabled = serializers.BooleanField(default=True)
+    meta = MetaField(default=dict, help_text="A JSON object sent under the payload's `meta` key")
+    conditions = ConditionListField(
+        default=list, help_text="AND-ed; an empty list matches every CDR"
+    )
+    headers = HeaderListField(default=list, help_text="Custom request headers")
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=200,
+        help_text="whsec_ + base64 of 24-64 bytes. Omitted: keep the stored secret; "
+        '"" or null: remove it.',
+    )
+    generate_secret = serializers.BooleanField(
+        write_only=True,
+        default=False,
+        help_text="Generate a new secret; it is returned once, in this response",
+    )
+
+
+class LicenseRequiredSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Why, and how to install a license")
+    code = serializers.CharField(required=False, help_text="license_required")
+    license_state = serializers.ChoiceField(
+        choices=[state.value for state in State], required=False
+    )
+
+
+class ErrorListField(serializers.ListField):
+    child = serializers.CharField()
+
+
+class ConditionErrorsSerializer(serializers.Serializer):
+    field = ErrorListField(required=False)
+    operator = ErrorListField(required=False)
+    value = ErrorListField(required=False)
+    non_field_errors = ErrorListField(required=False)
+
+
+class HeaderErrorsSerializer(serializers.Serializer):
+    name = ErrorListField(required=False)
+    value = ErrorListField(required=False)
+    non_field_errors = ErrorListField(required=False)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"$ref": "#/components/schemas/ConditionErrors"}},
+            {"type": "array", "items": {"type": "string"}},
+        ],
+        "description": "One entry per condition ({} when it is fine), or list-level messages",
+    }
+)
+class ConditionErrorsField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"$ref": "#/components/schemas/HeaderErrors"}},
+            {"type": "array", "items": {"type": "string"}},
+        ],
+        "description": "One entry per header ({} when it is fine), or list-level messages",
+    }
+)
+class HeaderErrorsField(serializers.JSONField):
+    pass
+
+
+class WebhookErrorsSerializer(serializers.Serializer):
+    """HTTP 400 for a webhook body: each key lists the problems of that part."""
+
+    name = ErrorListField(required=False)
+    url = ErrorListField(required=False)
+    enabled = ErrorListField(required=False)
+    meta = ErrorListField(required=False)
+    secret = ErrorListField(required=False)
+    generate_secret = ErrorListField(required=False)
+    conditions = ConditionErrorsField(required=False)
+    headers = HeaderErrorsField(required=False)
+    non_field_errors = ErrorListField(required=False)
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "id",
+            "delivery",
+            "number",
+            "trigger",
+            "started_at",
+            "url",
+            "request_headers",
+            "status_code",
+            "latency_ms",
+            "error_class",
+            "error",
+            "response_body",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "request_headers": {"help_text": "As sent, with secrets and custom values masked"},
+            "response_body": {"help_text": "The first 4 KB of the response"},
+        }
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    webhook_name = serializers.CharField(source="webhook.name", read_only=True)
+    attempts = AttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "webhook",
+            "webhook_name",
+            "cdr",
+            "kind",
+            "event_id",
+            "status",
+            "reason",
+            "attempt_count",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "created_at",
+            "finished_at",
+            "attempts",
+        ]
+        read_only_fields = fields
+
+
+class DeliveryDetailSerializer(DeliverySerializer):
+    class Meta(DeliverySerializer.Meta):
+        fields = [*DeliverySerializer.Meta.fields, "body"]
+        read_only_fields = fields
+
+
+class TestSendSerializer(serializers.Serializer):
+    cdr_id = serializers.PrimaryKeyRelatedField(
+        queryset=Cdr.objects.select_related("layout"),
+        required=False,
+        allow_null=True,
+        help_text="A stored CDR to send; omitted: the synthetic example record",
+    )
+
+
+class DryRunSerializer(serializers.Serializer):
+    conditions = ConditionListField(
+        required=False,
+        allow_null=True,
+        help_text="Conditions to try instead of the saved ones ({field, operator, value})",
+    )
+    since = serializers.DateTimeField(required=False, help_text="Originated at or after")
+    until = serializers.DateTimeField(required=False, help_text="Originated before")
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=DRY_RUN_MAX_LIMIT,
+        default=DRY_RUN_DEFAULT_LIMIT,
+        help_text="Evaluate at most this many records, newest first",
+    )
+
+
+class DryRunSampleSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    pkid = serializers.CharField()
+    cluster = serializers.CharField()
+    origination_at = serializers.DateTimeField(allow_null=True)
+    calling_party_number = serializers.CharField(allow_blank=True)
+    original_called_party_number = serializers.CharField(allow_blank=True)
+    final_called_party_number = serializers.CharField(allow_blank=True)
+
+
+class DryRunResultSerializer(serializers.Serializer):
+    evaluated = serializers.IntegerField(help_text="Records evaluated")
+    matched = serializers.IntegerField(help_text="Records the conditions match")
+    sample = DryRunSampleSerializer(many=True, help_text="The first 10 matches, newest first")
+
+
+class DryRunErrorsSerializer(serializers.Serializer):
+    conditions = ConditionErrorsField(required=False)
+    since = ErrorListField(required=False)
+    until = ErrorListField(required=False)
+    limit = ErrorListField(required=False)
+
+
+class BulkRedeliverSerializer(serializers.Serializer):
+    webhook = serializers.PrimaryKeyRelatedField(queryset=Webhook.objects.all())
+    since = serializers.DateTimeField(required=False, help_text="Created at or after")
+    until = serializers.DateTimeField(required=False, help_text="Created before")
+    status = serializers.ListField(
+        child=serializers.ChoiceField(choices=REDELIVERABLE),
+        default=[Delivery.Status.FAILED],
+        allow_empty=False,
+        help_text="Which deliveries to send again (default: failed)",
+    )
+
+
+class BulkRedeliverResultSerializer(serializers.Serializer):
+    requeued = serializers.IntegerField()
+
+
+class CdrFieldSerializer(serializers.Serializer):
+    """One catalogue entry (a FieldSpec), with how conditions treat it."""
+
+    name = serializers.CharField()
+    type = serializers.CharField(help_text="CUCM type, e.g. INTEGER or VARCHAR(50)")
+    kind = serializers.SerializerMethodField(help_text="How conditions compare it")
+    generation = serializers.CharField(
+        help_text="A: in every file (118 fields and up); B: from 129 fields; C: from 133"
+    )
+    description = serializers.CharField(allow_blank=True)
+    operators = serializers.SerializerMethodField(help_text="Operators that apply to it")
+
+    @extend_schema_field(serializers.ChoiceField(choices=["text", "number", "time"]))
+    def get_kind(self, spec: FieldSpec) -> str:
+        return field_kind(spec)
+
+    @extend_schema_field(
+        serializers.ListField(child=serializers.ChoiceField(choices=Condition.Operator.choices))
+    )
+    def get_operators(self, spec: FieldSpec) -> list[str]:
+        return list(operators_for(spec))

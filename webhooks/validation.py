@@ -1,0 +1,325 @@
+"""Checking and saving a webhook definition as a whole: the API and the admin both use this.
+
+A webhook, its conditions and its headers are validated together and written in one
+transaction, so a bad condition never leaves a half-saved webhook. Every problem is reported
+at once in the shape DRF uses for nested bodies: a dict keyed by field, and for the nested
+lists one entry per item (`{}` for the good ones), so an editor can point at the exact row:
+``{"conditions": [{}, {"value": ["…"]}], "headers": [{"name": ["…"]}]}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from licensing.gating import enabled_webhooks_limit
+from webhooks import delivery
+from webhooks.delivery import MASK, secret_problem
+from webhooks.http import url_problem
+from webhooks.matching import ConditionError, Rule, validate_condition
+from webhooks.models import Condition, Header, Webhook
+
+MAX_CONDITIONS = 100
+MAX_HEADERS = 50
+MAX_HEADER_VALUE = 8192
+# Set by the delivery itself (or by the HTTP stack): a custom value would break the protocol.
+RESERVED_HEADERS = (
+    "Content-Type",
+    "User-Agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "Host",
+    "Content-Length",
+)
+_RESERVED = {name.lower(): name for name in RESERVED_HEADERS}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 field-value: visible ASCII, space, tab and obs-text (bytes 0x80-0xFF as Latin-1),
+# which is what http.client can encode; anything else would fail at send time, not here.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+Errors = dict[str, Any]
+
+
+class WebhookInvalid(ValueError):
+    """The definition cannot be saved; `errors` is a DRF-shaped dict of every problem."""
+
+    def __init__(self, errors: Errors) -> None:
+        super().__init__(str(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class WebhookDraft:
+    """A validated definition, ready to write. `None` lists mean "keep the stored ones"."""
+
+    name: str
+    url: str
+    enabled: bool
+    meta: dict[str, Any]
+    rules: list[Rule] | None
+    headers: list[tuple[str, str]] | None
+    secret: str | None
+    generated_secret: str | None = field(default=None, repr=False)
+
+
+def condition_rules(conditions: Sequence[Any]) -> tuple[list[Rule], list[Errors]]:
+    """Validate a list of `{field, operator, value}`; the errors list has one dict per item."""
+    rules: list[Rule] = []
+    errors: list[Errors] = []
+    for item in conditions:
+        if not isinstance(item, Mapping):
+            errors.append(
+                {"non_field_errors": ["a condition is an object {field, operator, value}"]}
+            )
+            continue
+        try:
+            rules.append(
+                validate_condition(item.get("field"), item.get("operator"), item.get("value"))
+            )
+            errors.append({})
+        except ConditionError as exc:
+            errors.append({key: [message] for key, message in exc.errors.items()})
+    return rules, errors
+
+
+def _stored_value(rule: Rule) -> object:
+    if rule.value is None:
+        return ""  # valueless operators; the column is NOT NULL
+    return list(rule.value) if isinstance(rule.value, tuple) else rule.value
+
+
+def _header_errors(name: object, value: object) -> Errors:
+    errors: Errors = {}
+    if not isinstance(name, str) or not name:
+        errors["name"] = ["a header name is required"]
+    elif "\r" in name or "\n" in name:
+        errors["name"] = ["header names must not contain CR or LF"]
+    elif len(name) > 100 or not _TOKEN.fullmatch(name):
+        errors["name"] = [
+            "a header name is 1 to 100 letters, digits or !#$%&'*+-.^_`|~ (no spaces or colons)"
+        ]
+    elif name.lower() in _RESERVED:
+        errors["name"] = [
+            f"{_RESERVED[name.lower()]} is set by the appliance and cannot be set here"
+        ]
+    if value is None:
+        errors["value"] = ["a header value is required"]
+    elif not isinstance(value, str):
+        errors["value"] = ["a header value is text"]
+    elif "\r" in value or "\n" in value:
+        errors["value"] = ["header values must not contain CR or LF"]
+    elif len(value) > MAX_HEADER_VALUE:
+        errors["value"] = [f"a header value is at most {MAX_HEADER_VALUE} characters"]
+    elif not _FIELD_VALUE.fullmatch(value):
+        errors["value"] = ["header values may hold visible ASCII or Latin-1 text, spaces and tabs"]
+    return errors
+
+
+def _headers(
+    headers: Sequence[Any], stored: Mapping[str, str]
+) -> tuple[list[tuple[str, str]], list[Errors]]:
+    result: list[tuple[str, str]] = []
+    errors: list[Errors] = []
+    seen: set[str] = set()
+    for item in headers:
+        if not isinstance(item, Mapping):
+            errors.append({"non_field_errors": ["a header is an object {name, value}"]})
+            continue
+        name, value = item.get("name"), item.get("value")
+        if isinstance(value, str):
+            value = value.strip()  # surrounding whitespace is not part of an HTTP field value
+        kept = value == MASK and isinstance(name, str)
+        if kept:
+            # A client echoing what it read back: keep the value stored under that name.
+            value = stored.get(name.lower())
+        problems = _header_errors(name, value)
+        if kept and value is None:
+            problems = {"value": [f"{MASK} keeps a stored value, but {name!r} has none"]}
+        if not problems and name.lower() in seen:
+            problems["name"] = [f"duplicate header {name!r} (header names ignore case)"]
+        errors.append(problems)
+        if not problems:
+            seen.add(name.lower())
+            result.append((name, value))
+    return result, errors
+
+
+def webhook_validate(
+    *,
+    webhook: Webhook | None = None,
+    name: object,
+    url: object,
+    enabled: bool,
+    meta: object,
+    conditions: Sequence[Any] | None,
+    headers: Sequence[Any] | None,
+    secret: str | None,
+    generate_secret: bool = False,
+) -> WebhookDraft:
+    """Check a whole definition; raise WebhookInvalid with every problem found.
+
+    `conditions`/`headers` None keep the stored ones (a new webhook gets none). `secret` None
+    keeps the stored secret, "" removes it; `generate_secret` makes a new one instead.
+    A header value equal to the mask keeps the stored value of that header.
+    """
+    errors: Errors = {}
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        errors["name"] = ["a name is required"]
+    elif len(name) > 100:
+        errors["name"] = ["a name is at most 100 characters"]
+    elif Webhook.objects.filter(name=name).exclude(pk=getattr(webhook, "pk", None)).exists():
+        errors["name"] = [f"a webhook named {name!r} exists already"]
+
+    url = url.strip() if isinstance(url, str) else ""
+    if not url:
+        errors["url"] = ["a URL is required"]
+    elif len(url) > 2000:
+        errors["url"] = ["a URL is at most 2000 characters"]
+    elif any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        errors["url"] = ["a URL must not contain spaces or control characters"]
+    elif problem := url_problem(url):
+        errors["url"] = [problem]
+
+    if not isinstance(meta, dict):
+        errors["meta"] = ['meta is a JSON object, e.g. {} or {"event": "missed call"}']
+
+    rules: list[Rule] | None = None
+    if conditions is None and webhook is None:
+        conditions = []
+    if conditions is not None:
+        if len(conditions) > MAX_CONDITIONS:
+            errors["conditions"] = [f"at most {MAX_CONDITIONS} conditions"]
+        else:
+            rules, condition_errors = condition_rules(conditions)
+            if any(condition_errors):
+                errors["conditions"] = condition_errors
+
+    header_pairs: list[tuple[str, str]] | None = None
+    if headers is None and webhook is None:
+        headers = []
+    if headers is not None:
+        if len(headers) > MAX_HEADERS:
+            errors["headers"] = [f"at most {MAX_HEADERS} headers"]
+        else:
+            stored = {} if webhook is None else _stored_headers(webhook)
+            header_pairs, header_errors = _headers(headers, stored)
+            if any(header_errors):
+                errors["headers"] = header_errors
+
+    generated = None
+    if generate_secret:
+        if secret:
+            errors["secret"] = ["give a secret or ask for a generated one, not both"]
+        generated = secret = delivery.generate_secret()
+    elif secret and (problem := secret_problem(secret)):
+        errors["secret"] = [problem]
+
+    was_enabled = webhook is not None and webhook.enabled
+    if enabled and not was_enabled and "enabled" not in errors:
+        limit = enabled_webhooks_limit()
+        if limit is not None:
+            others = Webhook.objects.filter(enabled=True).exclude(pk=getattr(webhook, "pk", None))
+            count = others.count()
+            if count >= limit:
+                errors["enabled"] = [
+                    f"the license allows {limit} enabled webhooks and {count} are enabled: "
+                    "disable one first, or save this one disabled"
+                ]
+
+    if errors:
+        raise WebhookInvalid(errors)
+    return WebhookDraft(
+        name=name,
+        url=url,
+        enabled=enabled,
+        meta=meta,  # type: ignore[arg-type]  # checked above
+        rules=rules,
+        headers=header_pairs,
+        secret=secret,
+        generated_secret=generated,
+    )
+
+
+def _stored_headers(webhook: Webhook) -> dict[str, str]:
+    return {name.lower(): value for name, value in webhook.headers.values_list("name", "value")}
+
+
+def webhook_save(
+    *,
+    webhook: Webhook | None = None,
+    name: object,
+    url: object,
+    enabled: bool,
+    meta: object,
+    conditions: Sequence[Any] | None,
+    headers: Sequence[Any] | None,
+    secret: str | None,
+    generate_secret: bool = False,
+) -> tuple[Webhook, str | None]:
+    """Validate and write a webhook with its conditions and headers, all or nothing.
+
+    Returns the webhook and the generated secret (None unless one was asked for): the only
+    time that secret is ever available in clear.
+    """
+    try:
+        with transaction.atomic():
+            draft = webhook_validate(
+                webhook=webhook,
+                name=name,
+                url=url,
+                enabled=enabled,
+                meta=meta,
+                conditions=conditions,
+                headers=headers,
+                secret=secret,
+                generate_secret=generate_secret,
+            )
+            saved = _write(webhook, draft)
+    except IntegrityError as exc:
+        # Two saves racing for one name: the unique constraint decides, report it the same way.
+        if Webhook.objects.filter(name=draft.name).exists():
+            raise WebhookInvalid(
+                {"name": [f"a webhook named {draft.name!r} exists already"]}
+            ) from exc
+        raise
+    return saved, draft.generated_secret
+
+
+def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
+    if webhook is None:
+        webhook = Webhook()
+    webhook.name = draft.name
+    webhook.url = draft.url
+    webhook.enabled = draft.enabled
+    webhook.meta = draft.meta
+    if draft.secret is not None:
+        webhook.secret = draft.secret
+    if webhook.pk is None:
+        webhook.save()
+    else:
+        # Only the definition: statistics move concurrently with F() updates elsewhere.
+        webhook.save(update_fields=["name", "url", "enabled", "meta", "secret", "updated_at"])
+    if draft.rules is not None:
+        webhook.conditions.all().delete()
+        Condition.objects.bulk_create(
+            Condition(
+                webhook=webhook,
+                field=rule.field,
+                operator=rule.operator,
+                value=_stored_value(rule),
+                order=order,
+            )
+            for order, rule in enumerate(draft.rules)
+        )
+    if draft.headers is not None:
+        webhook.headers.all().delete()
+        Header.objects.bulk_create(
+            Header(webhook=webhook, name=name, value=value) for name, value in draft.headers
+        )
+    return webhook

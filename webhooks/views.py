@@ -1,0 +1,350 @@
+"""REST endpoints for webhooks, their deliveries and the CDR field catalogue.
+
+Views parse, call one service and render. Premium actions (saving a webhook, sending,
+redelivering) ask the license first and answer 403 with its state; reading and deleting
+never need a license, so an operator can always see and clean up what exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from cdr.fields import CDR_FIELDS
+from licensing.gating import require_webhooks_license
+from webhooks.filters import DeliveryFilter, WebhookFilter
+from webhooks.models import Delivery, Webhook
+from webhooks.operations import cdrs_dry_run, deliveries_redeliver
+from webhooks.serializers import (
+    AttemptSerializer,
+    BulkRedeliverResultSerializer,
+    BulkRedeliverSerializer,
+    CdrFieldSerializer,
+    DeliveryDetailSerializer,
+    DeliverySerializer,
+    DryRunErrorsSerializer,
+    DryRunResultSerializer,
+    DryRunSerializer,
+    LicenseRequiredSerializer,
+    TestSendSerializer,
+    WebhookErrorsSerializer,
+    WebhookSavedSerializer,
+    WebhookSerializer,
+    WebhookWriteSerializer,
+)
+from webhooks.services import delivery_redeliver, webhook_rules, webhook_test_send
+from webhooks.validation import WebhookInvalid, condition_rules, webhook_save
+
+_DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
+UNAUTHENTICATED = OpenApiResponse(_DETAIL, description="No or invalid credentials")
+NOT_FOUND = OpenApiResponse(_DETAIL, description="No such object")
+FORBIDDEN = OpenApiResponse(_DETAIL, description="Staff only")
+FORBIDDEN_OR_UNLICENSED = OpenApiResponse(
+    LicenseRequiredSerializer,
+    description="Not staff (`detail` only), or webhooks are not licensed: "
+    "`code` is `license_required` and `license_state` tells why",
+    examples=[
+        OpenApiExample(
+            "Not licensed",
+            {
+                "detail": "Webhooks need a premium license (license state: community). …",
+                "code": "license_required",
+                "license_state": "community",
+            },
+        )
+    ],
+)
+READ_ERRORS = {401: UNAUTHENTICATED}
+WRITE_ERRORS = {401: UNAUTHENTICATED, 403: FORBIDDEN_OR_UNLICENSED}
+WEBHOOK_400 = OpenApiResponse(
+    WebhookErrorsSerializer,
+    description="Every problem at once; nested lists point at the exact condition or header",
+    examples=[
+        OpenApiExample(
+            "A bad second condition",
+            {"conditions": [{}, {"value": ["'abc' is not a whole number"]}]},
+        )
+    ],
+)
+
+
+class NotSent(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The test event was not sent."
+    default_code = "not_sent"
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List webhooks", responses={200: WebhookSerializer, **READ_ERRORS}),
+    retrieve=extend_schema(
+        summary="Show a webhook", responses={200: WebhookSerializer, 404: NOT_FOUND, **READ_ERRORS}
+    ),
+    partial_update=extend_schema(
+        summary="Change some of a webhook",
+        description="Only the keys given change; `conditions` or `headers`, when given, "
+        "replace the stored list.",
+        request=WebhookWriteSerializer,
+        responses={200: WebhookSavedSerializer, 400: WEBHOOK_400, 404: NOT_FOUND, **WRITE_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete a webhook (and its delivery log)",
+        responses={204: None, 401: UNAUTHENTICATED, 403: FORBIDDEN, 404: NOT_FOUND},
+    ),
+)
+class WebhookViewSet(viewsets.ModelViewSet):
+    """Webhooks: conditions on CDR fields, a destination, and delivery statistics."""
+
+    filterset_class = WebhookFilter
+    # Nested conditions and headers only make sense as JSON.
+    parser_classes = [JSONParser]
+
+    def get_queryset(self) -> QuerySet[Any]:
+        if self.action == "deliveries":
+            return _deliveries()
+        return Webhook.objects.prefetch_related("conditions", "headers")
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return DeliverySerializer if self.action == "deliveries" else WebhookSerializer
+
+    def _save(self, data: dict[str, Any], webhook: Webhook | None) -> tuple[Webhook, str | None]:
+        try:
+            saved, secret = webhook_save(webhook=webhook, **data)
+        except WebhookInvalid as exc:
+            raise ValidationError(exc.errors) from exc
+        # Read back: conditions and headers were replaced under any prefetched copy.
+        return self.get_queryset().get(pk=saved.pk), secret
+
+    def _saved(self, webhook: Webhook, secret: str | None, code: int) -> Response:
+        body = WebhookSavedSerializer(webhook, context=self.get_serializer_context()).data
+        body["secret"] = secret
+        return Response(body, status=code)
+
+    @extend_schema(
+        summary="Create a webhook with its conditions and headers",
+        request=WebhookWriteSerializer,
+        responses={201: WebhookSavedSerializer, 400: WEBHOOK_400, **WRITE_ERRORS},
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        require_webhooks_license()
+        body = WebhookWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = {**body.validated_data}
+        data.setdefault("secret", None)
+        webhook, secret = self._save(data, None)
+        return self._saved(webhook, secret, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Replace a webhook, its conditions and its headers",
+        description="Omitting `secret` keeps the stored one. A header sent back with the "
+        "masked value keeps its stored value.",
+        request=WebhookWriteSerializer,
+        responses={200: WebhookSavedSerializer, 400: WEBHOOK_400, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        require_webhooks_license()
+        webhook = self.get_object()
+        partial = kwargs.get("partial", False)
+        body = WebhookWriteSerializer(data=request.data, partial=partial)
+        body.is_valid(raise_exception=True)
+        given = body.validated_data
+        data = {
+            "name": given.get("name", webhook.name),
+            "url": given.get("url", webhook.url),
+            "enabled": given.get("enabled", webhook.enabled),
+            "meta": given.get("meta", webhook.meta),
+            "conditions": given.get("conditions"),
+            "headers": given.get("headers"),
+            "secret": given.get("secret"),
+            "generate_secret": given.get("generate_secret", False),
+        }
+        webhook, secret = self._save(data, webhook)
+        return self._saved(webhook, secret, status.HTTP_200_OK)
+
+    @extend_schema(
+        summary="Send a test event now",
+        description="One attempt, no retries: a stored CDR (`cdr_id`) or the synthetic "
+        "example record. Answers with the attempt, whatever the receiver said.",
+        request=TestSendSerializer,
+        responses={
+            200: AttemptSerializer,
+            400: OpenApiResponse(
+                inline_serializer(
+                    "TestSendErrors",
+                    {"cdr_id": serializers.ListField(child=serializers.CharField())},
+                ),
+                description="No CDR with that id",
+            ),
+            404: NOT_FOUND,
+            409: OpenApiResponse(_DETAIL, description="Not sent (license lapsed meanwhile)"),
+            **WRITE_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        require_webhooks_license()
+        webhook = self.get_object()
+        body = TestSendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        attempt = webhook_test_send(webhook=webhook, cdr=body.validated_data.get("cdr_id"))
+        if attempt is None:
+            raise NotSent()
+        return Response(AttemptSerializer(attempt).data)
+
+    @extend_schema(
+        summary="Count which stored CDRs the conditions match",
+        description="Evaluates the saved conditions, or `conditions` from the body, with the "
+        "live matcher over stored CDRs (newest first, in the time range, at most `limit`). "
+        "Nothing is stored or sent; no license needed.",
+        request=DryRunSerializer,
+        responses={
+            200: DryRunResultSerializer,
+            400: OpenApiResponse(DryRunErrorsSerializer, description="Invalid conditions"),
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="dry-run")
+    def dry_run(self, request: Request, pk: str | None = None) -> Response:
+        webhook = self.get_object()
+        body = DryRunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        given = body.validated_data
+        if given.get("conditions") is None:
+            try:
+                rules = webhook_rules(webhook)
+            except ValueError as exc:  # saved before a validation rule existed
+                raise ValidationError({"conditions": [str(exc)]}) from exc
+        else:
+            rules, errors = condition_rules(given["conditions"])
+            if any(errors):
+                raise ValidationError({"conditions": errors})
+        result = cdrs_dry_run(
+            rules=rules, since=given.get("since"), until=given.get("until"), limit=given["limit"]
+        )
+        return Response(DryRunResultSerializer(result).data)
+
+    @extend_schema(
+        summary="List the deliveries of a webhook",
+        responses={200: DeliverySerializer(many=True), 404: NOT_FOUND, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"], filterset_class=DeliveryFilter)
+    def deliveries(self, request: Request, pk: str | None = None) -> Response:
+        # Not get_object(): this action's filters apply to deliveries, not to webhooks.
+        webhook = get_object_or_404(Webhook, pk=pk)
+        queryset = self.filter_queryset(self.get_queryset().filter(webhook=webhook))
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(DeliverySerializer(page, many=True).data)
+
+
+def _deliveries() -> QuerySet[Delivery]:
+    return Delivery.objects.select_related("webhook").prefetch_related("attempts")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List deliveries with their attempts",
+        responses={200: DeliverySerializer, **READ_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Show a delivery with its payload and attempts",
+        responses={200: DeliveryDetailSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    ),
+)
+class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
+    """The delivery log: one row per matched record and webhook (and per test send)."""
+
+    filterset_class = DeliveryFilter
+    parser_classes = [JSONParser]
+
+    def get_queryset(self) -> QuerySet[Delivery]:
+        return _deliveries()
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return DeliveryDetailSerializer if self.action == "retrieve" else DeliverySerializer
+
+    @extend_schema(
+        summary="Send a delivery again",
+        description="Same webhook-id, a fresh retry schedule. One being sent right now is "
+        "left alone.",
+        request=None,
+        responses={202: DeliveryDetailSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def redeliver(self, request: Request, pk: str | None = None) -> Response:
+        require_webhooks_license()
+        delivery = delivery_redeliver(delivery=self.get_object())
+        return Response(DeliveryDetailSerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        operation_id="deliveries_redeliver_bulk",
+        summary="Send again every delivery of a webhook in a time range",
+        description='For example after a receiver outage: `{"webhook": 3, "since": …, '
+        '"status": ["failed"]}`.',
+        request=BulkRedeliverSerializer,
+        responses={
+            202: BulkRedeliverResultSerializer,
+            400: OpenApiResponse(
+                inline_serializer(
+                    "BulkRedeliverErrors",
+                    {
+                        name: serializers.ListField(child=serializers.CharField(), required=False)
+                        for name in ("webhook", "since", "until", "status")
+                    },
+                ),
+                description="Invalid body",
+            ),
+            **WRITE_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="redeliver", filterset_class=None)
+    def redeliver_many(self, request: Request) -> Response:
+        require_webhooks_license()
+        body = BulkRedeliverSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        given = body.validated_data
+        count = deliveries_redeliver(
+            webhook=given["webhook"],
+            since=given.get("since"),
+            until=given.get("until"),
+            statuses=given["status"],
+        )
+        return Response({"requeued": count}, status=status.HTTP_202_ACCEPTED)
+
+
+class CataloguePagination(PageNumberPagination):
+    # The whole catalogue in one page: condition editors want every field at once.
+    page_size = 200
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The CDR field catalogue, with the operators each field takes",
+        responses={200: CdrFieldSerializer, **READ_ERRORS},
+    )
+)
+class CdrFieldViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Every CDR field of the newest CUCM generation, in file order."""
+
+    serializer_class = CdrFieldSerializer
+    pagination_class = CataloguePagination
+    filter_backends: list[type] = []
+
+    def get_queryset(self) -> list[Any]:  # type: ignore[override]
+        return list(CDR_FIELDS)
