@@ -1,11 +1,42 @@
-"""Liveness of the parts an operator cares about: database, broker, beat."""
+"""Liveness of the parts an operator cares about: database, broker, beat.
+
+Beat freshness is a heartbeat file, `DATA_DIR/beat-heartbeat`, touched by the periodic
+sweeper task (scheduled by beat every 2 s, run by a worker). A fresh file therefore proves
+the whole chain beat → broker → worker runs, in whichever process or container did it; a
+file (not a cache or a table) works the same on SQLite and PostgreSQL, and needs only that
+web and workers share DATA_DIR, as they already do for the drop folder and the broker.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from calltelemetry.celery import app
+
+HEARTBEAT_NAME = "beat-heartbeat"
+HEARTBEAT_STALE_AFTER = 30.0
+
+
+def heartbeat_path() -> Path:
+    return Path(settings.DATA_DIR) / HEARTBEAT_NAME
+
+
+def beat_heartbeat() -> None:
+    """Record that the periodic sweeper just ran."""
+    heartbeat_path().touch()
+
+
+def heartbeat_age() -> float | None:
+    """Seconds since the sweeper last ran, or None if it never has."""
+    try:
+        return max(0.0, time.time() - heartbeat_path().stat().st_mtime)
+    except FileNotFoundError:
+        return None
 
 
 def _database() -> tuple[bool, str]:
@@ -26,8 +57,20 @@ def _broker() -> tuple[bool, str]:
         return False, str(exc)
 
 
+def _beat() -> tuple[bool, str]:
+    age = heartbeat_age()
+    if age is None:
+        return False, "the sweeper has never run (is celery beat running, and a worker?)"
+    if age > HEARTBEAT_STALE_AFTER:
+        return (
+            False,
+            f"the sweeper last ran {age:.0f} s ago (stale after {HEARTBEAT_STALE_AFTER:.0f} s)",
+        )
+    return True, f"the sweeper ran {age:.1f} s ago"
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _database(), "broker": _broker()}
+    checks = {"database": _database(), "broker": _broker(), "beat": _beat()}
     healthy = all(ok for ok, _ in checks.values())
     body = {
         "status": "ok" if healthy else "down",

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from calltelemetry import health
 from webhooks import delivery, services
 
 
@@ -18,4 +19,5 @@ def deliver(delivery_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def sweep() -> int:
+    health.beat_heartbeat()
     return services.deliveries_sweep()
