@@ -60,10 +60,10 @@ DIRECTORY_MODE = stat.S_IFDIR | 0o750
 FILE_MODE = stat.S_IFREG | 0o440
 
 
-def _event(event: str, **fields: object) -> None:
+def _event(event: str, level: int = logging.INFO, **fields: object) -> None:
     """One log line per session or file: `sftp <event> key=value …`, fields also as extras."""
     text = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in fields.items())
-    log.info("sftp %s %s", event, text, extra={"event": f"sftp.{event}", **fields})
+    log.log(level, "sftp %s %s", event, text, extra={"event": f"sftp.{event}", **fields})
 
 
 async def _db(function: Callable[..., T], /, **kwargs: Any) -> T:
@@ -217,7 +217,6 @@ class Session(asyncssh.SSHServer):
         self.started = time.monotonic()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self.conn = conn
         self.peer = (conn.get_extra_info("peername") or ("?",))[0]
         if len(self.receiver.sessions) >= self.receiver.max_sessions:
             _event("refused", peer=self.peer, reason="too many sessions")
@@ -229,8 +228,10 @@ class Session(asyncssh.SSHServer):
         if self not in self.receiver.sessions:
             return
         self.receiver.sessions.discard(self)
+        # Health checks and port scanners never send a username: not worth an INFO line.
         _event(
             "session",
+            logging.INFO if self.username else logging.DEBUG,
             source=self.source.name if self.source else "",
             username=self.username,
             peer=self.peer,
