@@ -226,6 +226,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Ingest Cisco UCM CDR/CMR files and deliver matching records to webhooks.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "webhooks.models.Delivery.Status",
+        "DeliveryKindEnum": "webhooks.models.Delivery.Kind",
+        "CdrFileStatusEnum": "cdr.models.CdrFile.Status",
+        "CdrFileKindEnum": "cdr.models.CdrFile.Kind",
+        "LicenseStateEnum": ["community", "active", "expiring", "grace", "expired"],
+        "ConditionOperatorEnum": "webhooks.models.Condition.Operator",
+    },
 }
 
 LOGGING = {

@@ -136,7 +136,7 @@ def delivery_send(
         # A license can lapse between the match and the send: nothing leaves then.
         Delivery.objects.filter(pk=delivery.pk).update(
             status=Delivery.Status.SKIPPED,
-            reason=("license: " if "license" in problem.lower() else "") + problem,
+            reason=(("license: " if "license" in problem.lower() else "") + problem)[:200],
             claimed_until=None,
             finished_at=timezone.now(),
         )
