@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -19,22 +18,7 @@ from webhooks.http import url_problem
 from webhooks.matching import ConditionError, field_kind, validate_condition
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
-
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "host", "user-agent", "webhook-id", "webhook-timestamp",
-     "webhook-signature"}
-)  # fmt: skip
-
-
-def header_problem(name: str, value: str) -> str | None:
-    if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-        return "header names and values must not contain CR or LF"
-    if not HEADER_NAME.fullmatch(name):
-        return f"{name!r} is not a valid HTTP header name"
-    if name.lower() in RESERVED_HEADERS:
-        return f"{name} is set by the appliance and cannot be overridden"
-    return None
+from webhooks.validation import header_errors
 
 
 def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -93,9 +77,10 @@ class HeaderForm(forms.ModelForm):
                 data["value"] = self.instance.value
             elif data.get("name"):
                 self.add_error("value", "a value is required")
-        problem = header_problem(data.get("name", ""), data.get("value") or "")
-        if problem and data.get("name"):
-            self.add_error("name", problem)
+        if data.get("name"):
+            for key, messages_ in header_errors(data["name"], data.get("value") or "").items():
+                for message in messages_:
+                    self.add_error(key, message)
         return data
 
 

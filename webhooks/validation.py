@@ -93,7 +93,7 @@ def _stored_value(rule: Rule) -> object:
     return list(rule.value) if isinstance(rule.value, tuple) else rule.value
 
 
-def _header_errors(name: object, value: object) -> Errors:
+def header_errors(name: object, value: object) -> Errors:
     errors: Errors = {}
     if not isinstance(name, str) or not name:
         errors["name"] = ["a header name is required"]
@@ -137,7 +137,7 @@ def _headers(
         if kept:
             # A client echoing what it read back: keep the value stored under that name.
             value = stored.get(name.lower())
-        problems = _header_errors(name, value)
+        problems = header_errors(name, value)
         if kept and value is None:
             problems = {"value": [f"{MASK} keeps a stored value, but {name!r} has none"]}
         if not problems and name.lower() in seen:
