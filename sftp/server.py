@@ -317,7 +317,7 @@ class DropBox(asyncssh.SFTPServer):
         upload = next((u for u in self.uploads.values() if u.name == name), None)
         if upload is not None:
             return asyncssh.SFTPAttrs(permissions=FILE_MODE, size=upload.size)
-        for receipt in self.receiver.receipts[self.source.pk]:
+        for receipt in reversed(self.receiver.receipts[self.source.pk]):
             if receipt.name == name:
                 return asyncssh.SFTPAttrs(
                     permissions=FILE_MODE, size=receipt.size, mtime=receipt.mtime
