@@ -9,6 +9,7 @@ Compilation turns a webhook's conditions into one plain-Python predicate over a 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,34 +220,105 @@ def predicate(rule: Rule) -> Predicate:
     return _number_predicate(rule.operator, rule.value, kind)
 
 
-def compile_rules(rules: Iterable[Rule], index: dict[str, int]) -> Callable[[Row], bool]:
+class Matcher:
+    """The AND of one webhook's rules over rows laid out as the file's `index` says.
+
+    Call it on one row, or give many to `match_batch`, which decides a whole batch at once.
+    """
+
+    __slots__ = ("_call", "checks", "never")
+
+    def __init__(self, checks: tuple[tuple[int, Rule, Predicate], ...], never: bool) -> None:
+        self.checks = checks
+        self.never = never
+        self._call = _single_row(checks, never)
+
+    def __call__(self, row: Row) -> bool:
+        return self._call(row)
+
+
+def _single_row(
+    checks: tuple[tuple[int, Rule, Predicate], ...], never: bool
+) -> Callable[[Row], bool]:
+    if never:
+        return lambda row: False
+    if not checks:
+        return lambda row: True
+    if len(checks) == 1:
+        ((position, _, test),) = checks
+        return lambda row: test(row[position])
+    pairs = tuple((position, test) for position, _, test in checks)
+
+    def match(row: Row) -> bool:
+        for position, test in pairs:
+            if not test(row[position]):
+                return False
+        return True
+
+    return match
+
+
+def compile_rules(rules: Iterable[Rule], index: dict[str, int]) -> Matcher:
     """One predicate for all rules (AND) over rows laid out as `index` says.
 
     A field the file does not have reads as empty; such a rule is decided once, here.
     """
-    checks: list[tuple[int, Predicate]] = []
+    checks: list[tuple[int, Rule, Predicate]] = []
     for rule in rules:
         test = predicate(rule)
         position = index.get(rule.field)
         if position is None:
             if test(""):
                 continue
-            return lambda row: False
-        checks.append((position, test))
-    if not checks:
-        return lambda row: True
-    if len(checks) == 1:
-        ((position, test),) = checks
-        return lambda row: test(row[position])
-    frozen = tuple(checks)
+            return Matcher((), never=True)
+        checks.append((position, rule, test))
+    return Matcher(tuple(checks), never=False)
 
-    def match(row: Row) -> bool:
-        for position, test in frozen:
-            if not test(row[position]):
-                return False
-        return True
 
-    return match
+def match_batch(matchers: Sequence[Matcher], rows: Sequence[Row]) -> list[list[int]]:
+    """For each matcher, the indexes of the rows it matches, ascending.
+
+    The same answers as calling every matcher on every row, at a fraction of the cost when
+    many webhooks look at one batch: CDR columns repeat (devices, causes, numbers, durations),
+    so each distinct rule is decided once per distinct value of its column in the batch, and
+    shared by every webhook that has it; a webhook's rules are then intersected as sets of
+    row indexes, smallest first, in C.
+    """
+    columns: dict[int, dict[str, list[int]]] = {}
+    decided: dict[tuple[int, Rule], set[int]] = {}
+    every = range(len(rows))
+    found: list[list[int]] = []
+    for matcher in matchers:
+        if matcher.never:
+            found.append([])
+            continue
+        sets: list[set[int]] = []
+        for position, rule, test in matcher.checks:
+            rows_where = decided.get((position, rule))
+            if rows_where is None:
+                column = columns.get(position)
+                if column is None:
+                    column = columns[position] = _by_value(rows, position)
+                rows_where = set()
+                for value, where in column.items():
+                    if test(value):
+                        rows_where.update(where)
+                decided[position, rule] = rows_where
+            sets.append(rows_where)
+        if not sets:
+            found.append(list(every))
+            continue
+        sets.sort(key=len)
+        found.append(sorted(sets[0].intersection(*sets[1:])))
+    return found
+
+
+def _by_value(rows: Sequence[Row], position: int) -> dict[str, list[int]]:
+    """Row indexes by the value they hold at `position`."""
+    column: defaultdict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        column[row[position]].append(i)
+    return column
 
 
 def rules_from(conditions: Iterable[tuple[str, str, object]]) -> list[Rule]:
