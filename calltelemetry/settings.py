@@ -145,7 +145,9 @@ CDR_INCOMING_DIR: Path = config.read(
 # A file is claimed only once its size and mtime have not changed for this long.
 CDR_SETTLE_SECONDS: float = config.read(env, "CDR_SETTLE_SECONDS", "2", config.positive_float)
 CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.positive_float)
-CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", "1000", config.non_negative_int) or 1000
+# PostgreSQL batches go through COPY; SQLite's are bound parameters (at most 32,766).
+_batch = "5000" if DATABASES["default"]["ENGINE"].endswith("postgresql") else "1000"
+CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", _batch, config.non_negative_int) or 1000
 
 # --- SFTP receiver (`manage.py run_sftp`) ------------------------------------------------
 

@@ -95,12 +95,12 @@ class Cdr(Record):
     connect_at = models.DateTimeField(null=True, blank=True, help_text="empty: never connected")
     disconnect_at = models.DateTimeField(null=True, blank=True)
     duration = models.IntegerField(null=True, blank=True)
-    calling_party_number = models.CharField(max_length=255, blank=True, db_index=True)
-    original_called_party_number = models.CharField(max_length=255, blank=True, db_index=True)
-    final_called_party_number = models.CharField(max_length=255, blank=True, db_index=True)
+    calling_party_number = models.CharField(max_length=255, blank=True)
+    original_called_party_number = models.CharField(max_length=255, blank=True)
+    final_called_party_number = models.CharField(max_length=255, blank=True)
     last_redirect_dn = models.CharField(max_length=255, blank=True)
-    orig_device_name = models.CharField(max_length=129, blank=True, db_index=True)
-    dest_device_name = models.CharField(max_length=129, blank=True, db_index=True)
+    orig_device_name = models.CharField(max_length=129, blank=True)
+    dest_device_name = models.CharField(max_length=129, blank=True)
     orig_cause_value = models.BigIntegerField(null=True, blank=True)
     dest_cause_value = models.BigIntegerField(null=True, blank=True, db_index=True)
 
@@ -112,6 +112,12 @@ class Cdr(Record):
         ]
         indexes = [
             models.Index(fields=["cluster", "call_manager_id", "call_id"], name="cdr_global_call"),
+            # Plain b-tree indexes: exact lookups only, so no extra LIKE (pattern_ops) index.
+            models.Index(fields=["calling_party_number"], name="cdr_calling_party_number"),
+            models.Index(fields=["original_called_party_number"], name="cdr_original_called_part"),
+            models.Index(fields=["final_called_party_number"], name="cdr_final_called_party_n"),
+            models.Index(fields=["orig_device_name"], name="cdr_orig_device_name"),
+            models.Index(fields=["dest_device_name"], name="cdr_dest_device_name"),
         ]
 
     def __str__(self) -> str:
@@ -140,10 +146,10 @@ class Cdr(Record):
 
 class Cmr(Record):
     node_id = models.IntegerField(null=True, blank=True)
-    directory_num = models.CharField(max_length=255, blank=True, db_index=True)
+    directory_num = models.CharField(max_length=255, blank=True)
     call_identifier = models.BigIntegerField(null=True, blank=True, db_index=True)
     stamp_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    device_name = models.CharField(max_length=129, blank=True, db_index=True)
+    device_name = models.CharField(max_length=129, blank=True)
     duration = models.IntegerField(null=True, blank=True)
     jitter = models.IntegerField(null=True, blank=True)
     latency = models.IntegerField(null=True, blank=True)
@@ -157,6 +163,8 @@ class Cmr(Record):
         ]
         indexes = [
             models.Index(fields=["cluster", "call_manager_id", "call_id"], name="cmr_global_call"),
+            models.Index(fields=["directory_num"], name="cmr_directory_num"),
+            models.Index(fields=["device_name"], name="cmr_device_name"),
         ]
 
     def __str__(self) -> str:
