@@ -1,8 +1,9 @@
 """`make run`: prepare the embedded appliance and run all of its processes.
 
 Migrates, creates the first admin user, then starts the web server, a Celery worker, Celery
-beat and the drop-folder watcher. Ctrl-C (or SIGTERM) stops every process it started; if one
-of them dies, the others are stopped too, so the appliance never runs half-alive.
+beat, the drop-folder watcher and the SFTP receiver. Ctrl-C (or SIGTERM) stops every process
+it started; if one of them dies, the others are stopped too, so the appliance never runs
+half-alive.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def commands(port: int) -> dict[str, list[str]]:
         ],
         "beat": [py, "-m", "celery", "-A", "calltelemetry", "beat", "--loglevel", "INFO"],
         "watcher": [py, "manage.py", "watch_cdr"],
+        "sftp": [py, "manage.py", "run_sftp"],
     }
 
 
@@ -93,7 +95,8 @@ def main() -> int:
     procs = {name: subprocess.Popen(cmd) for name, cmd in commands(settings.PORT).items()}
     print(
         f"\n  Call Telemetry is running: http://127.0.0.1:{settings.PORT}/admin/"
-        f"\n  Drop CDR/CMR files into {settings.CDR_INCOMING_DIR}"
+        f"\n  Drop CDR/CMR files into {settings.CDR_INCOMING_DIR}, or send them over SFTP"
+        f" to port {settings.SFTP_PORT} as a CDR source (admin → CDR sources)"
         "\n  Press Ctrl-C to stop.\n",
         flush=True,
     )
