@@ -4,7 +4,6 @@ conditions and a header, replay a CDR file, and see the hit and the delivery."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,17 @@ pytestmark = [
 
 
 def test_an_operator_creates_a_webhook_and_sees_it_fire(
-    live_server: Any, premium: str, httpserver: HTTPServer, settings: Any, tmp_path: Path
+    live_server: Any,
+    premium: str,
+    httpserver: HTTPServer,
+    settings: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls here are safe.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     settings.WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)
     httpserver.expect_request("/crm").respond_with_data("ok")
     get_user_model().objects.create_superuser("operator", "", "a-long-password")
