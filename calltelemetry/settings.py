@@ -149,6 +149,12 @@ CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.p
 _batch = "5000" if DATABASES["default"]["ENGINE"].endswith("postgresql") else "1000"
 CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", _batch, config.non_negative_int) or 1000
 
+# --- Retention (days; 0 keeps forever) -------------------------------------------------
+CDR_RETENTION_DAYS: int = config.read(env, "CDR_RETENTION_DAYS", "0", config.non_negative_int)
+DELIVERY_LOG_RETENTION_DAYS: int = config.read(
+    env, "DELIVERY_LOG_RETENTION_DAYS", "0", config.non_negative_int
+)
+
 # --- SFTP receiver (`manage.py run_sftp`) ------------------------------------------------
 
 
@@ -207,7 +213,9 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULE = {
     "webhooks-sweep": {"task": "webhooks.tasks.sweep", "schedule": 2.0},
     "cdr-sweep": {"task": "cdr.tasks.sweep_files", "schedule": 10.0},
+    "retention-purge": {"task": "calltelemetry.tasks.retention_purge", "schedule": 3600.0},
 }
+CELERY_IMPORTS = ("calltelemetry.tasks",)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
 
