@@ -247,10 +247,25 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+
+def _log_format(raw: str) -> str:
+    if raw not in ("plain", "json"):
+        raise ValueError("use plain or json")
+    return raw
+
+
+# docker-compose.yml sets json: one object per line, with file, cluster, webhook and
+# delivery ids as fields a log shipper can index.
+LOG_FORMAT: str = config.read(env, "LOG_FORMAT", "plain", _log_format)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "calltelemetry.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# Workers log through LOGGING above like every other process, not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -374,5 +374,6 @@ def _finish(cdr_file: CdrFile, status: str, *, error: str = "") -> CdrFile:
         cdr_file.duplicate_count,
         cdr_file.rejected_count,
         f" ({error})" if error else "",
+        extra={"file": cdr_file.name, "cluster": cdr_file.cluster, "status": status},
     )
     return cdr_file

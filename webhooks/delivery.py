@@ -192,6 +192,11 @@ def delivery_send(
         elif status == Delivery.Status.FAILED:
             counters["failed_count"] = F("failed_count") + 1
         Webhook.objects.filter(pk=webhook.pk).update(**counters)
+    # The record behind the delivery, for the log line: one indexed lookup after an HTTP call
+    # (NULLs for a test send, or once retention has purged the record).
+    cluster, pkid = (
+        Delivery.objects.filter(pk=delivery.pk).values_list("cdr__cluster", "cdr__pkid").get()
+    )
     log.info(
         "delivery %s (%s) attempt %s to webhook %s: %s %s",
         delivery.pk,
@@ -200,5 +205,17 @@ def delivery_send(
         webhook.name,
         outcome,
         status,
+        extra={
+            "webhook": webhook.pk,
+            "delivery": delivery.pk,
+            "event_id": delivery.event_id,
+            "cluster": cluster,
+            "pkid": pkid,
+            "status": status,
+            "attempt": delivery.attempt_count,
+            "status_code": response.status_code,
+            "latency_ms": attempt.latency_ms,
+            "error_class": response.error_class or None,
+        },
     )
     return attempt
