@@ -27,7 +27,28 @@ PORT: int = config.read(env, "PORT", "8000", config.port)
 DEBUG = env.bool("DEBUG", default=False)
 
 
+def _environment(raw: str) -> str:
+    if raw not in ("production", "development"):
+        raise ValueError("use production or development")
+    return raw
+
+
+# docker-compose.yml sets production: there a generated key or a default host list would
+# hide a missing line in .env, so both must be given. `make run` stays zero-configuration.
+DJANGO_ENV: str = config.read(env, "DJANGO_ENV", "development", _environment)
+PRODUCTION = DJANGO_ENV == "production"
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="").strip()
+    if not value:
+        raise config.SettingError(name, value, "required when DJANGO_ENV=production")
+    return value
+
+
 def _secret_key() -> str:
+    if PRODUCTION:
+        return _required("SECRET_KEY")
     key = env.str("SECRET_KEY", default="")
     if key:
         return key
@@ -40,7 +61,34 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+if PRODUCTION:
+    _required("ALLOWED_HOSTS")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+
+# HTTPS=true: the appliance sits behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+# Cookies then travel only over TLS and browsers are told to use nothing else (HSTS).
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise ValueError("use true or false")
+    return value in ("true", "1", "yes")
+
+
+HTTPS: bool = config.read(env, "HTTPS", "false", _flag)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # The compose health check and a Prometheus scraper call the container directly, in HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS: int = config.read(env, "HSTS_SECONDS", "31536000", config.non_negative_int)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+# Preloading puts the host in browsers' built-in HSTS lists: a public-website decision an
+# appliance on a private name cannot make, so check --deploy's reminder is not ours.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     "licensing",  # first, so its admin/base_site.html (license banner) wins
