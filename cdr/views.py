@@ -39,6 +39,7 @@ from cdr.serializers import (
     CmrDetailSerializer,
     CmrSerializer,
 )
+from webhooks.views import ApiSchema
 
 
 def upload_store(upload: UploadedFile) -> Path:
@@ -66,6 +67,7 @@ def upload_store(upload: UploadedFile) -> Path:
 class CdrFileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Every received file (watcher, SFTP, replay, upload) and the outcome of its ingest."""
 
+    schema = ApiSchema()
     queryset = CdrFile.objects.all()
     serializer_class = CdrFileSerializer
     filterset_class = CdrFileFilter
@@ -114,6 +116,7 @@ class CdrFileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
 
 class _RecordViewSet(viewsets.ReadOnlyModelViewSet):
+    schema = ApiSchema()
     detail_serializer_class: type[BaseSerializer]
 
     def get_serializer_class(self) -> type[BaseSerializer]:

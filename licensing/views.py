@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +20,7 @@ from licensing.serializers import (
 )
 from licensing.services import license_install
 from licensing.verification import LicenseError
+from webhooks.views import ApiSchema
 
 
 class LicenseRejected(APIException):
@@ -27,13 +33,32 @@ class LicenseRejected(APIException):
 class LicenseView(APIView):
     """The appliance's premium license: anyone signed in may read it, staff install it."""
 
+    schema = ApiSchema()
+
     @extend_schema(responses={200: LicenseSerializer}, summary="Show the license in force")
     def get(self, request: Request) -> Response:
         return Response(LicenseSerializer(license_get()).data)
 
     @extend_schema(
         request=LicenseInstallSerializer,
-        responses={200: LicenseSerializer, 400: LicenseRejectedSerializer},
+        responses={
+            200: LicenseSerializer,
+            400: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="LicenseInstallError",
+                    serializers=[
+                        LicenseRejectedSerializer,
+                        inline_serializer(
+                            "LicenseInstallErrors",
+                            {"license": serializers.ListField(child=serializers.CharField())},
+                        ),
+                    ],
+                    resource_type_field_name=None,
+                ),
+                description="The license was refused (`detail` and `code`), or the body "
+                "has no usable `license` (a list of messages under `license`)",
+            ),
+        },
         summary="Install a license",
         description="Verifies the license offline; a refused one leaves the installed "
         "license untouched.",

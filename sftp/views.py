@@ -9,6 +9,7 @@ from rest_framework.serializers import BaseSerializer
 from sftp.models import CdrSource
 from sftp.serializers import CdrSourceSerializer
 from sftp.services import cdr_source_create, cdr_source_update
+from webhooks.views import ApiSchema
 
 
 @extend_schema_view(
@@ -22,6 +23,7 @@ from sftp.services import cdr_source_create, cdr_source_update
 class CdrSourceViewSet(viewsets.ModelViewSet):
     """The logins CUCM clusters use to deliver CDR/CMR files over SFTP, with their counters."""
 
+    schema = ApiSchema()
     queryset = CdrSource.objects.all()
     serializer_class = CdrSourceSerializer
 

@@ -23,6 +23,7 @@ from tests.test_webhooks import (
     reference_row,
     write_cdr_file,
 )
+from webhooks import delivery as webhook_cache
 from webhooks.delivery import MASK, delivery_attempt, generate_secret, secret_problem
 from webhooks.models import Condition, Delivery, Header, Webhook
 
@@ -599,8 +600,10 @@ def delivered(premium: str, local: None, httpserver: HTTPServer, tmp_path: Path)
     first, second, _ = Delivery.objects.order_by("id")
     delivery_attempt(delivery_id=first.pk)
     Webhook.objects.filter(pk=webhook.pk).update(url=httpserver.url_for("/missing"))
+    webhook_cache._webhooks.clear()  # workers see an edit within WEBHOOK_CACHE_SECONDS
     delivery_attempt(delivery_id=second.pk)
     Webhook.objects.filter(pk=webhook.pk).update(url=httpserver.url_for("/ok"))
+    webhook_cache._webhooks.clear()
     return webhook
 
 
@@ -685,3 +688,11 @@ def test_cdr_fields_lists_the_catalogue_with_operators(api: APIClient) -> None:
     assert "regex" in caller["operators"] and "gt" not in caller["operators"]
     assert data["results"][0]["name"] == "cdrRecordType"
     assert fields["cdrRecordType"]["generation"] == "A"
+
+
+def test_the_deliveries_of_a_webhook_with_a_non_integer_id_are_404_not_500(
+    staff_api: APIClient,
+) -> None:
+    # Found by tests/test_schema_fuzz.py: the id went straight into the ORM lookup.
+    response = staff_api.get("/api/v1/webhooks/%C3%B4j/deliveries/")
+    assert response.status_code == 404

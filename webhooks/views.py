@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
+from django.http import Http404
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -83,6 +85,39 @@ WEBHOOK_400 = OpenApiResponse(
     ],
 )
 
+FIELD_ERRORS = OpenApiResponse(
+    OpenApiTypes.OBJECT, description="Invalid input: a list of messages per offending field"
+)
+
+UNSUPPORTED_MEDIA_TYPE = OpenApiResponse(_DETAIL, description="A body of another content type")
+
+
+class ApiSchema(AutoSchema):
+    """AutoSchema that also documents the errors every endpoint of this API can answer with,
+    unless the view documents them itself: 401 without credentials, 403 on writes by
+    non-staff (ReadAuthenticatedWriteStaff), 404 for an unknown id or a page past the end,
+    400 for an invalid body or an invalid filter value, and 415 for a body of
+    another content type."""
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        errors: dict[str, OpenApiResponse] = {"401": UNAUTHENTICATED}
+        if self.method not in ("GET", "HEAD", "OPTIONS"):
+            errors["403"] = FORBIDDEN
+        is_list = self.method == "GET" and self._is_list_view()
+        if "{" in self.path or (is_list and self._get_paginator() is not None):
+            errors["404"] = NOT_FOUND
+        if (is_list and self._get_filter_parameters()) or (
+            self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
+        ):
+            errors["400"] = FIELD_ERRORS
+        if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
+            errors["415"] = UNSUPPORTED_MEDIA_TYPE
+        for code, response in errors.items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(response, code, direction=direction)
+        return responses
+
 
 class NotSent(APIException):
     status_code = status.HTTP_409_CONFLICT
@@ -109,6 +144,8 @@ class NotSent(APIException):
 )
 class WebhookViewSet(viewsets.ModelViewSet):
     """Webhooks: conditions on CDR fields, a destination, and delivery statistics."""
+
+    schema = ApiSchema()
 
     filterset_class = WebhookFilter
     # Nested conditions and headers only make sense as JSON.
@@ -247,7 +284,10 @@ class WebhookViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["get"], filterset_class=DeliveryFilter)
     def deliveries(self, request: Request, pk: str | None = None) -> Response:
         # Not get_object(): this action's filters apply to deliveries, not to webhooks.
-        webhook = get_object_or_404(Webhook, pk=pk)
+        try:
+            webhook = Webhook.objects.get(pk=int(pk))
+        except (TypeError, ValueError, Webhook.DoesNotExist) as exc:  # not an id: no such webhook
+            raise Http404 from exc
         queryset = self.filter_queryset(self.get_queryset().filter(webhook=webhook))
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
@@ -269,6 +309,8 @@ def _deliveries() -> QuerySet[Delivery]:
 )
 class DeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     """The delivery log: one row per matched record and webhook (and per test send)."""
+
+    schema = ApiSchema()
 
     filterset_class = DeliveryFilter
     parser_classes = [JSONParser]
@@ -341,6 +383,8 @@ class CataloguePagination(PageNumberPagination):
 )
 class CdrFieldViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Every CDR field of the newest CUCM generation, in file order."""
+
+    schema = ApiSchema()
 
     serializer_class = CdrFieldSerializer
     pagination_class = CataloguePagination

@@ -120,5 +120,20 @@ def test_the_schema_describes_both_bodies(staff: APIClient) -> None:
     schema = staff.get("/api/v1/schema/", {"format": "json"}).json()
     put = schema["paths"][URL]["put"]
     assert "LicenseInstall" in str(put["requestBody"])
-    assert "LicenseRejected" in str(put["responses"]["400"])
+    assert "LicenseInstallError" in str(put["responses"]["400"])
+    assert "LicenseRejected" in str(schema["components"]["schemas"]["LicenseInstallError"])
     assert "License" in str(schema["paths"][URL]["get"]["responses"]["200"])
+
+
+def test_a_blank_license_answers_the_documented_400(staff: APIClient) -> None:
+    # Found by tests/test_schema_fuzz.py: the schema only described the refused-license body.
+    from drf_spectacular.generators import SchemaGenerator
+
+    response = staff.put("/api/v1/license/", {"license": ""}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"license"}
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    body = schema["paths"]["/api/v1/license/"]["put"]["responses"]["400"]["content"]
+    error = schema["components"]["schemas"]["LicenseInstallError"]
+    assert body["application/json"]["schema"]["$ref"].endswith("/LicenseInstallError")
+    assert len(error["oneOf"]) == 2
