@@ -185,3 +185,13 @@ def broker_unreachable() -> Iterator[None]:
     finally:
         reset_pools()
         app.conf.broker_url, app.conf.task_publish_retry, app.conf.broker_transport_options = real
+
+
+@pytest.fixture(autouse=True)
+def fresh_webhook_cache() -> Iterator[None]:
+    # Ids are reused after a test's rollback; the per-process webhook cache must not be.
+    from webhooks import delivery
+
+    delivery._webhooks.clear()
+    yield
+    delivery._webhooks.clear()

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 import secrets
+import time
 import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -102,18 +104,54 @@ def lease() -> timedelta:
     return timedelta(seconds=settings.WEBHOOK_TIMEOUT * 2 + 30)
 
 
+_CLAIM_SQL = """
+    UPDATE webhooks_delivery
+       SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
+     WHERE id = %s AND status = %s AND next_attempt_at <= %s
+ RETURNING id, webhook_id, cdr_id, kind, event_id, body, attempt_count, schedule_start
+"""
+_CLAIMED_FIELDS = (
+    "id", "webhook_id", "cdr_id", "kind", "event_id", "body", "attempt_count", "schedule_start",
+)  # fmt: skip
+WEBHOOK_CACHE_SECONDS = 2.0
+_webhooks: dict[int, tuple[float, Webhook, list[tuple[str, str]]]] = {}
+
+
+def webhook_snapshot(webhook_id: int) -> tuple[Webhook, list[tuple[str, str]]]:
+    """The webhook and its custom headers, cached per process for a moment: a busy worker
+    sends many deliveries of one webhook, and an edit takes effect within two seconds."""
+    now = time.monotonic()
+    cached = _webhooks.get(webhook_id)
+    if cached is not None and cached[0] > now:
+        return cached[1], cached[2]
+    webhook = Webhook.objects.get(pk=webhook_id)
+    headers = list(webhook.headers.values_list("name", "value"))
+    _webhooks[webhook_id] = (now + WEBHOOK_CACHE_SECONDS, webhook, headers)
+    return webhook, headers
+
+
 def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
+    """Take a due delivery for this worker: one conditional UPDATE that only one worker can
+    win, returning what the send needs (no second query)."""
     now = now or timezone.now()
-    claimed = Delivery.objects.filter(
-        pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now
-    ).update(
-        status=Delivery.Status.SENDING,
-        claimed_until=now + lease(),
-        attempt_count=F("attempt_count") + 1,
-    )
-    if not claimed:
+    ops = connection.ops
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            [
+                Delivery.Status.SENDING,
+                ops.adapt_datetimefield_value(now + lease()),
+                delivery_id,
+                Delivery.Status.PENDING,
+                ops.adapt_datetimefield_value(now),
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return Delivery.objects.select_related("webhook").get(pk=delivery_id)
+    delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
+    delivery.status = Delivery.Status.SENDING
+    return delivery
 
 
 def delivery_attempt(*, delivery_id: int) -> DeliveryAttempt | None:
@@ -128,7 +166,7 @@ def delivery_send(
     *, delivery: Delivery, trigger: str, retry: bool = True
 ) -> DeliveryAttempt | None:
     """Send a claimed delivery once and record the outcome (and the next retry, if any)."""
-    webhook = delivery.webhook
+    webhook, custom = webhook_snapshot(delivery.webhook_id)
     problem = webhooks_license_problem()
     if problem is None and not webhook.enabled and delivery.kind == Delivery.Kind.EVENT:
         problem = "the webhook is disabled"
@@ -143,7 +181,6 @@ def delivery_send(
         return None
 
     body = delivery.body.encode()
-    custom = list(webhook.headers.values_list("name", "value"))
     headers, redacted = request_headers(webhook, custom, delivery.event_id, body)
     started_at = timezone.now()
     response = http.post(webhook.url, body=body, headers=headers)
@@ -163,40 +200,39 @@ def delivery_send(
             next_attempt_at = now + timedelta(seconds=delay)
     finished = status in (Delivery.Status.SUCCEEDED, Delivery.Status.FAILED)
     outcome = str(response.status_code) if response.status_code else response.error_class
-    with transaction.atomic():
-        attempt = DeliveryAttempt.objects.create(
-            delivery=delivery,
-            number=delivery.attempt_count,
-            trigger=trigger,
-            started_at=started_at,
-            url=webhook.url,
-            request_headers=redacted,
-            status_code=response.status_code,
-            latency_ms=round(response.latency_ms, 2),
-            error_class=response.error_class,
-            error=response.error,
-            response_body=response.body,
-        )
-        Delivery.objects.filter(pk=delivery.pk).update(
-            status=status,
-            next_attempt_at=next_attempt_at,
-            claimed_until=None,
-            last_status_code=response.status_code,
-            last_error=response.error,
-            reason="" if status != Delivery.Status.FAILED else response.error[:200],
-            finished_at=now if finished else None,
-        )
-        counters: dict[str, object] = {"last_status": outcome, "last_delivery_at": now}
-        if status == Delivery.Status.SUCCEEDED:
-            counters["delivered_count"] = F("delivered_count") + 1
-        elif status == Delivery.Status.FAILED:
-            counters["failed_count"] = F("failed_count") + 1
-        Webhook.objects.filter(pk=webhook.pk).update(**counters)
-    # The record behind the delivery, for the log line: one indexed lookup after an HTTP call
-    # (NULLs for a test send, or once retention has purged the record).
-    cluster, pkid = (
-        Delivery.objects.filter(pk=delivery.pk).values_list("cdr__cluster", "cdr__pkid").get()
+    # Three statements and no BEGIN/COMMIT: each is atomic on its own, and a worker that dies
+    # between them leaves the delivery "sending" until its lease ends, then it is retried.
+    attempt = DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=delivery.attempt_count,
+        trigger=trigger,
+        started_at=started_at,
+        url=webhook.url,
+        request_headers=redacted,
+        status_code=response.status_code,
+        latency_ms=round(response.latency_ms, 2),
+        error_class=response.error_class,
+        error=response.error,
+        response_body=response.body,
     )
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=status,
+        next_attempt_at=next_attempt_at,
+        claimed_until=None,
+        last_status_code=response.status_code,
+        last_error=response.error,
+        reason="" if status != Delivery.Status.FAILED else response.error[:200],
+        finished_at=now if finished else None,
+    )
+    counters: dict[str, object] = {"last_status": outcome, "last_delivery_at": now}
+    if status == Delivery.Status.SUCCEEDED:
+        counters["delivered_count"] = F("delivered_count") + 1
+    elif status == Delivery.Status.FAILED:
+        counters["failed_count"] = F("failed_count") + 1
+    Webhook.objects.filter(pk=webhook.pk).update(**counters)
+    # The record behind the delivery, for the log line, from the body rather than a query.
+    record = json.loads(delivery.body).get("cdr", {})
+    cluster, pkid = record.get("globalCallId_ClusterID"), record.get("pkid")
     log.info(
         "delivery %s (%s) attempt %s to webhook %s: %s %s",
         delivery.pk,
