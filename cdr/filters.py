@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters as filters
 from django.db.models import Q, QuerySet
 
+from calltelemetry.filters import UtcDateTimeFilter
 from cdr.models import Cdr, CdrFile, Cmr
 
 NUMBER_FIELDS = (
@@ -18,10 +19,10 @@ NUMBER_FIELDS = (
 class CdrFileFilter(filters.FilterSet):
     status = filters.ChoiceFilter(choices=CdrFile.Status.choices)
     kind = filters.ChoiceFilter(choices=CdrFile.Kind.choices)
-    created_after = filters.IsoDateTimeFilter(
+    created_after = UtcDateTimeFilter(
         field_name="created_at", lookup_expr="gte", label="Received at or after (ISO-8601)"
     )
-    created_before = filters.IsoDateTimeFilter(
+    created_before = UtcDateTimeFilter(
         field_name="created_at", lookup_expr="lt", label="Received before (ISO-8601)"
     )
 
@@ -31,10 +32,10 @@ class CdrFileFilter(filters.FilterSet):
 
 
 class CdrFilter(filters.FilterSet):
-    since = filters.IsoDateTimeFilter(
+    since = UtcDateTimeFilter(
         field_name="origination_at", lookup_expr="gte", label="Originated at or after (ISO-8601)"
     )
-    until = filters.IsoDateTimeFilter(
+    until = UtcDateTimeFilter(
         field_name="origination_at", lookup_expr="lt", label="Originated before (ISO-8601)"
     )
     number = filters.CharFilter(
@@ -66,10 +67,10 @@ class CdrFilter(filters.FilterSet):
 
 
 class CmrFilter(filters.FilterSet):
-    since = filters.IsoDateTimeFilter(
+    since = UtcDateTimeFilter(
         field_name="stamp_at", lookup_expr="gte", label="Stamped at or after (ISO-8601)"
     )
-    until = filters.IsoDateTimeFilter(
+    until = UtcDateTimeFilter(
         field_name="stamp_at", lookup_expr="lt", label="Stamped before (ISO-8601)"
     )
     min_duration = filters.NumberFilter(field_name="duration", lookup_expr="gte")

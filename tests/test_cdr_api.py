@@ -433,3 +433,16 @@ def test_an_uploaded_non_cucm_file_fails_with_a_reason(
     assert body["stored_count"] == 0
     failed = Folders.current().failed
     assert (failed / "report.csv.error").read_text().startswith("not a CUCM CDR/CMR file")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/cdr-files/", "/api/v1/cdrs/", "/api/v1/deliveries/"])
+def test_a_time_filter_with_an_offset_postgresql_cannot_store_is_not_a_500(
+    path: str, admin_user: User
+) -> None:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    key = "created_before" if path.endswith("cdr-files/") else "until"
+    response = client.get(path, {key: "6278-04-11T20:35:31.6-23:02"})
+    assert response.status_code == 200

@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from django.contrib.auth.models import User
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
@@ -106,7 +106,10 @@ def fuzz(operation: Any, headers: dict[str, str], **strategy: Any) -> None:
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any) -> None:
-        case.call_and_validate(headers=headers, checks=checks)
+        # A savepoint per request: a database error is then reported against the request
+        # that caused it, instead of aborting the test's transaction for all that follow.
+        with transaction.atomic():
+            case.call_and_validate(headers=headers, checks=checks)
 
     run()
 

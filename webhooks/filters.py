@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import django_filters as filters
 
+from calltelemetry.filters import UtcDateTimeFilter
 from webhooks.models import Delivery, Webhook
 
 
@@ -20,10 +21,10 @@ class DeliveryFilter(filters.FilterSet):
         choices=Delivery.Status.choices, label="Status (repeat for several)"
     )
     kind = filters.ChoiceFilter(choices=Delivery.Kind.choices)
-    since = filters.IsoDateTimeFilter(
+    since = UtcDateTimeFilter(
         field_name="created_at", lookup_expr="gte", label="Created at or after (ISO-8601)"
     )
-    until = filters.IsoDateTimeFilter(
+    until = UtcDateTimeFilter(
         field_name="created_at", lookup_expr="lt", label="Created before (ISO-8601)"
     )
 
