@@ -7,6 +7,7 @@ published ports and the one-shot migration everything else waits for.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -135,3 +136,27 @@ def test_the_readme_explains_cucm_and_compose() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "## Receiving files from CUCM (SFTP)" in readme
     assert "## Production deployment (docker compose)" in readme
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    import shutil
+    import subprocess
+
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (.ci/run installs Debian's)")
+    env = {
+        **os.environ,
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "cdr.example.com",
+        "POSTGRES_PASSWORD": "secret",
+    }
+    result = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
