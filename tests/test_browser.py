@@ -50,7 +50,8 @@ def test_an_operator_creates_a_webhook_and_sees_it_fire(
         page.goto(f"{live_server.url}/admin/login/")
         page.fill("#id_username", "operator")
         page.fill("#id_password", "a-long-password")
-        page.click("input[type=submit]")
+        with page.expect_navigation():
+            page.click("input[type=submit]")
         page.goto(f"{live_server.url}/admin/webhooks/webhook/add/")
         page.fill("#id_name", "Missed calls to reception")
         page.fill("#id_url", httpserver.url_for("/crm"))
@@ -65,8 +66,9 @@ def test_an_operator_creates_a_webhook_and_sees_it_fire(
         page.click("#headers-group .add-row a")
         page.fill("#id_headers-0-name", "Authorization")
         page.fill("#id_headers-0-value", "Bearer crm-token")
-        page.click("input[name=_save]")
-        assert "was added successfully" in page.content()
+        with page.expect_navigation():
+            page.click("input[name=_save]")
+        assert "was added successfully" in page.locator("ul.messagelist").inner_text()
 
         call_command(
             "replay_cdr",
