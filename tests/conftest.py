@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -195,3 +196,36 @@ def fresh_webhook_cache() -> Iterator[None]:
     delivery._webhooks.clear()
     yield
     delivery._webhooks.clear()
+
+
+# API clients: a signed-in reader and a staff member (who may write).
+@pytest.fixture
+def user(db: None) -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("viewer", password="pw")
+
+
+@pytest.fixture
+def staff(db: None) -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("operator", password="pw", is_staff=True)
+
+
+@pytest.fixture
+def api(user: Any) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def staff_api(staff: Any) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(staff)
+    return client

@@ -23,30 +23,6 @@ ENDPOINTS = ["/api/v1/cdr-files/", "/api/v1/cdrs/", "/api/v1/cmrs/"]
 
 
 @pytest.fixture
-def user(db: None) -> User:
-    return User.objects.create_user("viewer", password="pw")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("operator", password="pw", is_staff=True)
-
-
-@pytest.fixture
-def api(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def staff_api(staff: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(staff)
-    return client
-
-
-@pytest.fixture
 def all_samples(db: None, samples: Path) -> dict[str, CdrFile]:
     return {
         relative: cdr_file_ingest(path=samples / relative, source="replay", evaluate_webhooks=False)

@@ -31,30 +31,6 @@ SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
 @pytest.fixture
-def user(db: None) -> User:
-    return User.objects.create_user("viewer", password="pw")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("operator", password="pw", is_staff=True)
-
-
-@pytest.fixture
-def api(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def staff_api(staff: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(staff)
-    return client
-
-
-@pytest.fixture
 def local(settings: Any) -> None:
     settings.WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)
     settings.WEBHOOK_TIMEOUT = 1.0
