@@ -62,6 +62,17 @@ _CFNA_TIMER = 12  # CUCM's default Forward No Answer timer, seconds
 # Rendering
 
 
+def _mark_split(rows: Iterable[dict[str, object]], *, on_behalf_of: int) -> None:
+    """Legs ended by a transfer (OnBehalfOf 10) or conference (4) carry the split cause."""
+    for row in rows:
+        row.update(
+            origCause_value=_SPLIT,
+            destCause_value=_SPLIT,
+            origCallTerminationOnBehalfOf=on_behalf_of,
+            destCallTerminationOnBehalfOf=on_behalf_of,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """How to render rows with one particular key sequence (see `_Layout.render`)."""
@@ -714,13 +725,7 @@ class _CallFactory:
             end=joined,
             codec=codec,
         )
-        for row in (original, consult):
-            row.update(
-                origCause_value=_SPLIT,
-                destCause_value=_SPLIT,
-                origCallTerminationOnBehalfOf=10,
-                destCallTerminationOnBehalfOf=10,
-            )
+        _mark_split((original, consult), on_behalf_of=10)
         final = self._cdr(
             call_id,
             caller,
@@ -785,13 +790,7 @@ class _CallFactory:
             end=bridged,
             codec=codec,
         )
-        for row in (original, setup):
-            row.update(
-                origCause_value=_SPLIT,
-                destCause_value=_SPLIT,
-                origCallTerminationOnBehalfOf=4,
-                destCallTerminationOnBehalfOf=4,
-            )
+        _mark_split((original, setup), on_behalf_of=4)
         controller = f"ConfControllerDn={host.number};ConfControllerDeviceName={host.device}"
         bridge_number = f"b00{self.node}9901{self._ring(1, 128):03d}"
         bridge = _Party(
