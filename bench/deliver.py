@@ -331,7 +331,7 @@ def main() -> None:
     from cdr.services import cdr_file_ingest
     from webhooks.delivery import generate_secret
     from webhooks.models import Delivery, Webhook
-    from webhooks.services import webhooks_trigger
+    from webhooks.trigger import webhooks_trigger
 
     license_install_fresh(key)
     webhook = Webhook.objects.create(

@@ -100,7 +100,7 @@ def evaluations_per_second(
     """Every webhook against every record: as the trigger does it, batch by batch with
     match_batch, or (the baseline) calling each webhook's matcher on each record in turn."""
     from webhooks.matching import match_batch
-    from webhooks.services import enabled_webhooks, webhooks_compile
+    from webhooks.trigger import enabled_webhooks, webhooks_compile
 
     matchers = [hook.match for hook in webhooks_compile(enabled_webhooks(), index)]
     started = time.perf_counter()

@@ -217,7 +217,7 @@ class _Counts:
 
 
 def _webhook_hook() -> BatchHook:
-    from webhooks.services import webhooks_trigger
+    from webhooks.trigger import webhooks_trigger
 
     return webhooks_trigger
 

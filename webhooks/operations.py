@@ -14,7 +14,8 @@ from cdr.models import Cdr, RecordLayout
 from cdr.parsing import split_line
 from webhooks.matching import Rule, compile_rules
 from webhooks.models import Delivery, Webhook
-from webhooks.services import ENQUEUE_GRACE, deliveries_enqueue
+from webhooks.services import deliveries_enqueue
+from webhooks.trigger import ENQUEUE_GRACE
 
 DRY_RUN_DEFAULT_LIMIT = 1000
 DRY_RUN_MAX_LIMIT = 100_000

@@ -50,7 +50,8 @@ from webhooks.serializers import (
     WebhookSerializer,
     WebhookWriteSerializer,
 )
-from webhooks.services import delivery_redeliver, webhook_rules, webhook_test_send
+from webhooks.services import delivery_redeliver, webhook_test_send
+from webhooks.trigger import webhook_rules
 from webhooks.validation import WebhookInvalid, condition_rules, webhook_save
 
 _DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
