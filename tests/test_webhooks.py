@@ -19,6 +19,7 @@ from cdr.fields import header
 from cdr.models import Cdr
 from cdr.services import cdr_file_ingest
 from licensing.selectors import license_cache_clear
+from webhooks import delivery as delivery_module
 from webhooks.delivery import delivery_attempt, generate_secret, secret_problem
 from webhooks.models import Condition, Delivery, Header, Webhook
 from webhooks.services import deliveries_sweep, delivery_redeliver, webhook_test_send
@@ -411,3 +412,34 @@ def test_cdr_of_a_delivery_is_kept(tmp_path: Path, httpserver: HTTPServer) -> No
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     assert only_delivery().cdr == Cdr.objects.get()
     assert datetime.fromtimestamp(1699282642, tz=UTC) == Cdr.objects.get().origination_at
+
+
+def test_the_body_is_rendered_at_the_first_send_and_kept_for_retries(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_oneshot_request("/hook").respond_with_data("busy", status=503)
+    webhook = make_webhook(httpserver.url_for("/hook"), meta={"v": 1})
+    ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
+    assert only_delivery().body == ""  # matching stores no body
+    delivery_attempt(delivery_id=only_delivery().pk)
+    first = only_delivery().body
+    assert json.loads(first)["meta"] == {"v": 1}
+    Webhook.objects.filter(pk=webhook.pk).update(meta={"v": 2})
+    httpserver.expect_oneshot_request("/hook").respond_with_data("ok")
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    delivery_module._webhooks.clear()  # the worker sees the edit
+    delivery_attempt(delivery_id=only_delivery().pk)
+    assert [r.get_data(as_text=True) for r, _ in httpserver.log] == [first, first]
+    assert only_delivery().status == Delivery.Status.SUCCEEDED
+
+
+def test_a_record_deleted_before_the_first_send_fails_the_delivery_with_a_reason(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    make_webhook(httpserver.url_for("/hook"))
+    ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
+    Cdr.objects.all().delete()
+    assert delivery_attempt(delivery_id=only_delivery().pk) is None
+    delivery = only_delivery()
+    assert delivery.status == Delivery.Status.FAILED
+    assert "deleted" in delivery.reason and not httpserver.log

@@ -27,6 +27,7 @@ from django.utils import timezone
 from licensing.gating import webhooks_license_problem
 from webhooks import http
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
+from webhooks.payload import event_body
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,20 @@ def delivery_send(
         )
         return None
 
+    rendered = not delivery.body
+    if rendered:
+        # Rendered once, at the first send, and kept: every retry and redelivery sends
+        # exactly these bytes.
+        text = event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
+        if text is None:
+            Delivery.objects.filter(pk=delivery.pk).update(
+                status=Delivery.Status.FAILED,
+                reason="the record was deleted before it could be sent",
+                claimed_until=None,
+                finished_at=timezone.now(),
+            )
+            return None
+        delivery.body = text
     body = delivery.body.encode()
     headers, redacted = request_headers(webhook, custom, delivery.event_id, body)
     started_at = timezone.now()
@@ -216,6 +231,7 @@ def delivery_send(
         response_body=response.body,
     )
     Delivery.objects.filter(pk=delivery.pk).update(
+        **({"body": delivery.body} if rendered else {}),
         status=status,
         next_attempt_at=next_attempt_at,
         claimed_until=None,

@@ -94,7 +94,11 @@ class Delivery(models.Model):
     )
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
     event_id = models.CharField(max_length=64, unique=True, help_text="the webhook-id header")
-    body = models.TextField(help_text="the JSON body, exactly as sent and signed")
+    body = models.TextField(
+        blank=True,
+        help_text="the JSON body, exactly as sent and signed; rendered from the record at the "
+        "first send and kept for every retry",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     reason = models.CharField(max_length=200, blank=True, help_text="why skipped or failed")
     attempt_count = models.PositiveIntegerField(default=0)

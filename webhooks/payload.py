@@ -46,3 +46,33 @@ def cdr_renderer(names: Sequence[str]) -> Callable[[Sequence[str]], dict[str, An
 def payload_body(*, name: str, meta: dict[str, Any], cdr: dict[str, Any]) -> str:
     """The exact text that is POSTed and signed."""
     return json.dumps({"cdr": cdr, "meta": meta, "name": name}, ensure_ascii=False)
+
+
+_renderers: dict[int, tuple[list[str], Callable[[Sequence[str]], dict[str, Any]]]] = {}
+
+
+def record_cdr(layout_id: int, names: list[str], raw: str) -> dict[str, Any]:
+    """The payload's `cdr` object for a stored record (its raw line and its layout). Layouts
+    never change, so each one's renderer is built once per process."""
+    from cdr.parsing import split_line
+
+    cached = _renderers.get(layout_id)
+    if cached is None:
+        cached = _renderers[layout_id] = (names, cdr_renderer(names))
+    return cached[1](split_line(raw))
+
+
+def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | None:
+    """An event delivery's body, rendered from its stored CDR when first sent (the trigger
+    stores no body, so matching stays cheap); None when the record no longer exists."""
+    from cdr.models import Cdr
+
+    row = (
+        Cdr.objects.filter(pk=cdr_id).values_list("layout_id", "layout__fields", "raw").first()
+        if cdr_id is not None
+        else None
+    )
+    if row is None:
+        return None
+    layout_id, names, raw = row
+    return payload_body(name=name, meta=meta, cdr=record_cdr(layout_id, names, raw))

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F
 from django.utils import timezone
 
 from cdr.parsing import Layout
@@ -19,7 +19,6 @@ from licensing.gating import webhooks_license_problem
 from webhooks.delivery import new_event_id
 from webhooks.matching import Rule, compile_rules, match_batch, rules_from
 from webhooks.models import Delivery, Webhook
-from webhooks.payload import cdr_renderer, payload_body
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,13 @@ def webhooks_trigger(layout: Layout, stored: list[StoredRecord]) -> None:
             hooks_by_record[i].append(hook)
     if not hooks_by_record:
         return
-    render = cdr_renderer(layout.names)
     license_problem = webhooks_license_problem()
     now = timezone.now()
     deliveries: list[Delivery] = []
     for i in sorted(hooks_by_record):
-        record = stored[i]
-        cdr = render(record.values)
+        record_id = stored[i].id
         deliveries.extend(
-            _new_delivery(hook, record.id, cdr, now, license_problem) for hook in hooks_by_record[i]
+            _new_delivery(hook, record_id, now, license_problem) for hook in hooks_by_record[i]
         )
     Delivery.objects.bulk_create(deliveries, batch_size=500)
     for hook, matched in zip(compiled, found, strict=True):
@@ -93,17 +90,13 @@ def webhooks_trigger(layout: Layout, stored: list[StoredRecord]) -> None:
 
 
 def _new_delivery(
-    hook: CompiledWebhook, cdr_id: int, cdr: dict[str, Any], now: Any, license_problem: str | None
+    hook: CompiledWebhook, cdr_id: int, now: Any, license_problem: str | None
 ) -> Delivery:
     delivery = Delivery(
         webhook_id=hook.id,
         cdr_id=cdr_id,
-        # An SQL expression in one column keeps Django 5.2's bulk_create on PostgreSQL from
-        # its UNNEST form, whose array literals psycopg escapes in Python quote by quote —
-        # slow for JSON bodies; plain multi-row VALUES are escaped by libpq.
-        kind=Value(Delivery.Kind.EVENT),
+        kind=Delivery.Kind.EVENT,
         event_id=new_event_id(),
-        body=payload_body(name=hook.name, meta=hook.meta, cdr=cdr),
         next_attempt_at=now,
         claimed_until=now + ENQUEUE_GRACE,
     )
