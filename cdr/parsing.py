@@ -227,6 +227,8 @@ class CucmReader:
 
     def __iter__(self) -> Iterator[Row | RowError]:
         width = len(self.layout.names)
+        ints = self._ints
+        many = len(self.layout.integer_positions) > 1
         for number, raw in self._raw_lines():
             complete = raw.endswith(b"\n")
             try:
@@ -246,13 +248,17 @@ class CucmReader:
             if len(values) != width:
                 yield RowError(number, f"{len(values)} fields, expected {width}{hint}")
                 continue
-            if self._ints is not None and not _INT_LIST_RE.fullmatch(
-                ",".join(self._ints(values))
-                if len(self.layout.integer_positions) > 1
-                else self._ints(values)
-            ):
-                yield RowError(number, self._integer_problem(values))
-                continue
+            if ints is not None:
+                joined = "".join(ints(values)) if many else ints(values)
+                # Fast path: all digits (or all empty). Otherwise, signs and all, check
+                # each value's form properly.
+                if (
+                    not (joined.isdigit() and joined.isascii())
+                    and joined
+                    and not (_INT_LIST_RE.fullmatch(",".join(ints(values)) if many else joined))
+                ):
+                    yield RowError(number, self._integer_problem(values))
+                    continue
             yield Row(number, values, text)
 
     def _integer_problem(self, values: list[str]) -> str:

@@ -143,6 +143,52 @@ def test_batches_commit_independently(tmp_path: Path, settings: object) -> None:
     assert ingest(path).stored_count == 7
 
 
+def test_backslashes_tabs_and_quotes_are_stored_exactly(tmp_path: Path) -> None:
+    odd = '"a\\b\\N\tc ""quoted"", d"'
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(
+        cdr_text([cdr_row(pkid='"odd"', callingPartyNumber=odd), cdr_row(pkid='"plain"')])
+    )
+    assert ingest(path).stored_count == 2
+    cdr = Cdr.objects.get(pkid="odd")
+    assert cdr.calling_party_number == 'a\\b\\N\tc "quoted", d'
+    assert cdr.fields["callingPartyNumber"] == cdr.calling_party_number
+    assert cdr.raw == ",".join(cdr_row(pkid='"odd"', callingPartyNumber=odd))
+
+
+def test_a_number_too_big_for_its_column_stays_in_the_raw_line(tmp_path: Path) -> None:
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    huge, past_int32 = "9" * 25, "4294967296"
+    path.write_bytes(
+        cdr_text([cdr_row(pkid='"big"', origLegCallIdentifier=huge, duration=past_int32)])
+    )
+    assert ingest(path).stored_count == 1
+    cdr = Cdr.objects.get()
+    assert (cdr.orig_leg_id, cdr.duration) == (None, None)
+    assert (cdr.fields["origLegCallIdentifier"], cdr.fields["duration"]) == (huge, past_int32)
+
+
+def test_a_database_error_mid_file_stops_the_reading_thread(
+    tmp_path: Path, settings: object
+) -> None:
+    settings.CDR_BATCH_SIZE = 2  # type: ignore[attr-defined]
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid=f'"p{i}"') for i in range(50)]))
+    inserts = []
+
+    def fail_second_batch(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if sql.startswith("INSERT INTO") and '"cdr_cdr"' in sql:
+            inserts.append(sql)
+            if len(inserts) == 2:
+                raise RuntimeError("the database went away")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail_second_batch), pytest.raises(RuntimeError):
+        ingest(path)
+    assert Cdr.objects.count() == 2  # the first batch committed
+    assert not [t for t in threading.enumerate() if t.name == "cdr-read-ahead"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_ingests_of_one_file_at_once_store_each_record_once(
     tmp_path: Path, settings: object
