@@ -1,15 +1,22 @@
 """The one way out: every webhook delivery and test send goes through `post`.
 
-It owns the timeout, the user agent, "no redirects", no proxies from the environment, and the
-destination policy. The policy is checked when connecting, on the addresses DNS returned, and
-the socket connects to the very address that was checked, so a name that resolves to a safe
-address at save time and to 169.254.169.254 later (DNS rebinding) is still refused. TLS keeps
-the host name for SNI and certificate checks. Connections are pooled per worker process.
+It owns the timeout, the user agent, "no redirects", no proxies (urllib3 reads no proxy from
+the environment), and the destination policy. The policy is checked when connecting, on the
+addresses DNS returned, and the socket connects to the very address that was checked, so a
+name that resolves to a safe address at save time and to 169.254.169.254 later (DNS
+rebinding) is still refused. TLS keeps the host name for SNI and certificate checks.
+
+Connections are kept alive and reused: one thread-safe pool per (scheme, host, port, policy)
+in each worker process, so consecutive deliveries to one receiver share a TCP (and TLS)
+connection. Every new connection resolves, checks and pins its address again; a reused one
+stays connected to the address that was checked when it was opened, and a change of
+`WEBHOOK_ALLOWED_NETWORKS` starts new pools.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -17,17 +24,20 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NameResolutionError
+from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError, SSLError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util.timeout import Timeout
 
 import calltelemetry
 
 USER_AGENT = f"CallTelemetry-Webhooks/{calltelemetry.__version__}"
 RESPONSE_EXCERPT = 4096
+DRAIN_LIMIT = 65536
+# Keep-alive connections kept per destination and process: as many as sends run at once.
+POOL_MAXSIZE = 32
 # Cloud metadata services are never a webhook destination, whatever the allowlist says.
 ALWAYS_REFUSED = (
     ipaddress.ip_network("169.254.169.254/32"),
@@ -83,23 +93,29 @@ def url_problem(url: str) -> str | None:
 
 
 def _guarded_socket(conn: HTTPConnection) -> socket.socket:
+    """Resolve, refuse the whole name if any address is refused, then connect to a checked
+    address (never to the name, which could resolve anew)."""
     host, port = conn._dns_host, conn.port  # type: ignore[attr-defined]
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise NameResolutionError(conn.host, conn, exc) from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    for address in addresses:
-        problem = address_problem(address)
+    addresses = list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))
+    for text in addresses:
+        problem = address_problem(ipaddress.ip_address(text))
         if problem:
             raise DestinationRefused(f"{conn.host} resolves to {problem}")
-    original_new_conn = HTTPConnection._new_conn
-    # Connect to the address we checked, not to the name (which could resolve anew).
-    conn._dns_host = str(addresses[0])  # type: ignore[attr-defined]
-    try:
-        return original_new_conn(conn)
-    finally:
-        conn._dns_host = host  # type: ignore[attr-defined]
+    last: Exception | None = None
+    for text in addresses:
+        conn._dns_host = text  # type: ignore[attr-defined]
+        try:
+            return HTTPConnection._new_conn(conn)
+        except HTTPError as exc:  # refused or timed out: try the next checked address
+            last = exc
+        finally:
+            conn._dns_host = host  # type: ignore[attr-defined]
+    assert last is not None
+    raise last
 
 
 class GuardedHTTPConnection(HTTPConnection):
@@ -120,28 +136,73 @@ class GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = GuardedHTTPSConnection
 
 
-class GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": GuardedHTTPPool,
-            "https": GuardedHTTPSPool,
-        }
+@dataclass(frozen=True, slots=True)
+class _Target:
+    key: tuple[object, ...]
+    scheme: str
+    host: str
+    port: int
+    path: str
+    problem: str | None
 
 
-_local = threading.local()
+_lock = threading.Lock()
+_pools: dict[tuple[object, ...], HTTPConnectionPool] = {}
+_targets: dict[tuple[str, tuple[object, ...]], _Target] = {}
 
 
-def _session() -> requests.Session:
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = requests.Session()
-        session.trust_env = False  # an environment proxy would bypass the address policy
-        adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _local.session = session
-    return session
+def _forget_pools() -> None:
+    """In a forked child: never share the parent's sockets."""
+    global _lock
+    _lock = threading.Lock()
+    _pools.clear()
+    _targets.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def _target(url: str) -> _Target:
+    policy = tuple(settings.WEBHOOK_ALLOWED_NETWORKS)
+    cached = _targets.get((url, policy))
+    if cached is not None:
+        return cached
+    problem = url_problem(url)
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname or ""
+    port = (parts.port if not problem else None) or (443 if scheme == "https" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = _Target((scheme, host, port, policy), scheme, host, port, path, problem)
+    if len(_targets) > 1000:
+        _targets.clear()
+    _targets[(url, policy)] = target
+    return target
+
+
+def _pool(target: _Target) -> HTTPConnectionPool:
+    pool = _pools.get(target.key)
+    if pool is None:
+        with _lock:
+            pool = _pools.get(target.key)
+            if pool is None:
+                cls = GuardedHTTPSPool if target.scheme == "https" else GuardedHTTPPool
+                pool = cls(
+                    target.host, target.port, maxsize=POOL_MAXSIZE, block=False, retries=False
+                )
+                if len(_pools) > 200:  # destinations come and go: drop the idle ones
+                    for old in _pools.values():
+                        old.close()
+                    _pools.clear()
+                _pools[target.key] = pool
+    return pool
+
+
+def pools_close() -> None:
+    """Close every kept-alive connection of this process."""
+    with _lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
 
 
 @dataclass
@@ -174,15 +235,17 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def _classify(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return "timeout"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "tls"
+def _classify(exc: BaseException) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, NameResolutionError | socket.gaierror):
             return "dns"
+        if isinstance(cause, NewConnectionError):  # a subclass of urllib3's TimeoutError
+            return "connect"
+        if isinstance(cause, Urllib3Timeout | socket.timeout):
+            return "timeout"
+        if isinstance(cause, SSLError):
+            return "tls"
         cause = cause.__cause__ or cause.__context__
     return "connect"
 
@@ -192,37 +255,48 @@ def post(
 ) -> Response:
     """POST `body` to `url`. Never raises for network trouble: the Response says what happened."""
     timeout = timeout or settings.WEBHOOK_TIMEOUT
-    problem = url_problem(url)
-    if problem:
-        return Response(error_class="policy", error=problem)
+    target = _target(url)
+    if target.problem:
+        return Response(error_class="policy", error=target.problem)
     started = time.perf_counter()
     try:
-        with _session().post(
-            url,
-            data=body,
+        reply = _pool(target).urlopen(
+            "POST",
+            target.path,
+            body=body,
             headers={**headers, "User-Agent": USER_AGENT},
-            timeout=(timeout, timeout),
-            allow_redirects=False,
-            stream=True,
-        ) as reply:
-            excerpt = reply.raw.read(RESPONSE_EXCERPT, decode_content=True) or b""
-            # Drain a small remainder so the connection can be reused; drop a large one.
-            if len(reply.raw.read(65536) or b"") >= 65536:
-                reply.close()
-            latency = (time.perf_counter() - started) * 1000
-            return Response(
-                status_code=reply.status_code,
-                body=excerpt.decode("utf-8", errors="replace"),
-                latency_ms=latency,
-                error_class="" if 200 <= reply.status_code < 300 else "http",
-                error="" if reply.ok else f"HTTP {reply.status_code} {reply.reason or ''}".strip(),
-                retry_after=_retry_after(reply.headers.get("Retry-After")),
-                headers=dict(reply.headers),
-            )
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            timeout=Timeout(connect=timeout, read=timeout),
+            preload_content=False,
+            release_conn=False,
+        )
     except DestinationRefused as exc:
         return Response(error_class="policy", error=str(exc), latency_ms=_ms(started))
-    except requests.RequestException as exc:
+    except (HTTPError, OSError, ValueError) as exc:
         return Response(error_class=_classify(exc), error=str(exc)[:1000], latency_ms=_ms(started))
+    try:
+        excerpt = reply.read(RESPONSE_EXCERPT) or b""
+        # Drain a small remainder so the connection can be reused; drop a large one.
+        if len(reply.read(DRAIN_LIMIT) or b"") >= DRAIN_LIMIT:
+            reply.close()
+    except (HTTPError, OSError) as exc:
+        reply.close()
+        return Response(error_class=_classify(exc), error=str(exc)[:1000], latency_ms=_ms(started))
+    finally:
+        reply.release_conn()
+    code = reply.status
+    ok = 200 <= code < 300
+    return Response(
+        status_code=code,
+        body=excerpt.decode("utf-8", errors="replace"),
+        latency_ms=_ms(started),
+        error_class="" if ok else "http",
+        error="" if ok else f"HTTP {code} {reply.reason or ''}".strip(),
+        retry_after=_retry_after(reply.headers.get("Retry-After")),
+        headers=dict(reply.headers),
+    )
 
 
 def _ms(started: float) -> float:
