@@ -257,6 +257,7 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ROUTES = {
     "cdr.tasks.*": {"queue": "ingest"},
     "webhooks.tasks.deliver": {"queue": "webhooks"},
+    "webhooks.tasks.deliver_many": {"queue": "webhooks"},
 }
 CELERY_BEAT_SCHEDULE = {
     "webhooks-sweep": {"task": "webhooks.tasks.sweep", "schedule": 2.0},

@@ -23,7 +23,7 @@ from webhooks import delivery as delivery_module
 from webhooks.delivery import delivery_attempt, generate_secret, secret_problem
 from webhooks.models import Condition, Delivery, Header, Webhook
 from webhooks.services import deliveries_sweep, delivery_redeliver, webhook_test_send
-from webhooks.tasks import deliver
+from webhooks.tasks import deliver_many
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "cdr-events-webhooks.txt"
 
@@ -381,14 +381,14 @@ def test_the_sweeper_reclaims_a_delivery_whose_worker_died(
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     past = timezone.now() - timedelta(minutes=5)
     Delivery.objects.update(status=Delivery.Status.SENDING, claimed_until=past, attempt_count=1)
-    sent: list[int] = []
-    original = deliver.delay
-    deliver.delay = sent.append  # type: ignore[method-assign]
+    sent: list[list[int]] = []
+    original = deliver_many.delay
+    deliver_many.delay = sent.append  # type: ignore[method-assign]
     try:
         assert deliveries_sweep() == 1
     finally:
-        deliver.delay = original  # type: ignore[method-assign]
-    assert sent == [only_delivery().pk]
+        deliver_many.delay = original  # type: ignore[method-assign]
+    assert sent == [[only_delivery().pk]]
     assert only_delivery().status == Delivery.Status.PENDING
 
 

@@ -1,9 +1,13 @@
-"""Delivering one webhook event: claim, sign, send, record the outcome, schedule a retry.
+"""Delivering webhook events in batches: claim, sign, send, record the outcomes, schedule
+retries.
 
-The database holds all delivery state. A worker claims a due delivery with one conditional
-UPDATE (only one worker can win it), sends it through `webhooks.http`, then writes the attempt
-row and the outcome. Retries are rows with a future `next_attempt_at`, picked up by the
-sweeper; a delivery whose worker died stays `sending` until its lease ends, then is retried.
+The database holds all delivery state. A worker claims the due deliveries of a batch with one
+conditional UPDATE (only one worker can win each delivery), sends them through
+`webhooks.http` (concurrently on a small per-process thread pool, so one slow receiver does
+not hold up the others), then records every outcome in one transaction: one INSERT of the
+attempt rows, one UPDATE of the deliveries, one UPDATE of the counters per webhook. Retries
+are rows with a future `next_attempt_at`, picked up by the sweeper; a delivery whose worker
+died stays `sending` until its lease ends, then is retried.
 """
 
 from __future__ import annotations
@@ -13,21 +17,26 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import secrets
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from licensing.gating import webhooks_license_problem
 from webhooks import http
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
-from webhooks.payload import event_body
+from webhooks.payload import StoredCdr, payload_body, stored_cdrs
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +110,22 @@ def retry_delay(position: int, retry_after: float | None) -> float | None:
     return delay
 
 
+# At most this many deliveries are claimed at once (and sent to one task): every one of them
+# is sent at the same time on the thread pool, so a batch lasts at most one request's worst
+# case, well inside the lease and the task's time limits.
+BATCH_MAX = 25
+
+
 def lease() -> timedelta:
+    """How long a claimed delivery stays `sending` before the sweeper takes it back: above
+    the worst case of one batch (connect + read timeouts of one request, plus the database)."""
     return timedelta(seconds=settings.WEBHOOK_TIMEOUT * 2 + 30)
 
 
 _CLAIM_SQL = """
     UPDATE webhooks_delivery
        SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
-     WHERE id = %s AND status = %s AND next_attempt_at <= %s
+     WHERE {ids} AND status = %s AND next_attempt_at <= %s
  RETURNING id, webhook_id, cdr_id, kind, event_id, body, attempt_count, schedule_start
 """
 _CLAIMED_FIELDS = (
@@ -131,124 +148,357 @@ def webhook_snapshot(webhook_id: int) -> tuple[Webhook, list[tuple[str, str]]]:
     return webhook, headers
 
 
-def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
-    """Take a due delivery for this worker: one conditional UPDATE that only one worker can
-    win, returning what the send needs (no second query)."""
+def deliveries_claim(*, ids: Sequence[int], now: datetime | None = None) -> list[Delivery]:
+    """Take the due deliveries among `ids` for this worker: one conditional UPDATE, and each
+    row can be won by one worker only; it returns what the send needs (no second query)."""
+    if not ids:
+        return []
     now = now or timezone.now()
     ops = connection.ops
+    if connection.vendor == "postgresql":
+        where, id_params = "id = ANY(%s)", [list(ids)]
+    else:
+        where, id_params = f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL,
+            _CLAIM_SQL.format(ids=where),
             [
                 Delivery.Status.SENDING,
                 ops.adapt_datetimefield_value(now + lease()),
-                delivery_id,
+                *id_params,
                 Delivery.Status.PENDING,
                 ops.adapt_datetimefield_value(now),
             ],
         )
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
-    delivery.status = Delivery.Status.SENDING
-    return delivery
+        rows = cursor.fetchall()
+    claimed = []
+    for row in sorted(rows):
+        delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
+        delivery.status = Delivery.Status.SENDING
+        claimed.append(delivery)
+    return claimed
+
+
+def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
+    claimed = deliveries_claim(ids=[delivery_id], now=now)
+    return claimed[0] if claimed else None
+
+
+def deliveries_attempt(*, ids: Sequence[int]) -> dict[int, DeliveryAttempt | None]:
+    """Run by the worker for a batch of deliveries: claim the due ones, send, record. Maps
+    each delivery that was claimed to its attempt (None: skipped or failed without a send)."""
+    results: dict[int, DeliveryAttempt | None] = {}
+    for start in range(0, len(ids), BATCH_MAX):
+        claimed = deliveries_claim(ids=ids[start : start + BATCH_MAX])
+        if claimed:
+            results.update(deliveries_send(deliveries=claimed, trigger="scheduled"))
+    return results
 
 
 def delivery_attempt(*, delivery_id: int) -> DeliveryAttempt | None:
-    """Run by the worker for a due delivery; None when there was nothing to do."""
-    delivery = delivery_claim(delivery_id=delivery_id)
-    if delivery is None:
-        return None
-    return delivery_send(delivery=delivery, trigger="scheduled")
+    """One due delivery; None when there was nothing to do."""
+    return deliveries_attempt(ids=[delivery_id]).get(delivery_id)
 
 
 def delivery_send(
     *, delivery: Delivery, trigger: str, retry: bool = True
 ) -> DeliveryAttempt | None:
     """Send a claimed delivery once and record the outcome (and the next retry, if any)."""
-    webhook, custom = webhook_snapshot(delivery.webhook_id)
-    problem = webhooks_license_problem()
-    if problem is None and not webhook.enabled and delivery.kind == Delivery.Kind.EVENT:
-        problem = "the webhook is disabled"
-    if problem is not None:
-        # A license can lapse between the match and the send: nothing leaves then.
-        Delivery.objects.filter(pk=delivery.pk).update(
-            status=Delivery.Status.SKIPPED,
-            reason=(("license: " if "license" in problem.lower() else "") + problem)[:200],
-            claimed_until=None,
-            finished_at=timezone.now(),
-        )
-        return None
+    return deliveries_send(deliveries=[delivery], trigger=trigger, retry=retry)[delivery.pk]
 
-    rendered = not delivery.body
-    if rendered:
-        # Rendered once, at the first send, and kept: every retry and redelivery sends
-        # exactly these bytes.
-        text = event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
-        if text is None:
-            Delivery.objects.filter(pk=delivery.pk).update(
+
+# --- sending ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Send:
+    delivery: Delivery
+    webhook: Webhook
+    body: bytes
+    headers: dict[str, str]
+    redacted: dict[str, str]
+    rendered: bool
+    record: StoredCdr | None
+    started_at: datetime | None = None
+    response: http.Response | None = None
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _send(job: _Send) -> _Send:
+    job.started_at = timezone.now()
+    try:
+        job.response = http.post(job.webhook.url, body=job.body, headers=job.headers)
+    except Exception as exc:  # never lose the batch over one request
+        log.exception("delivery %s: unexpected error while sending", job.delivery.pk)
+        job.response = http.Response(error_class="connect", error=f"{type(exc).__name__}: {exc}")
+    return job
+
+
+def _send_all(jobs: list[_Send]) -> None:
+    """Send every job: one inline, several at once on this process's thread pool (each
+    request holds one keep-alive connection of the destination's pool)."""
+    global _pool
+    if len(jobs) == 1:
+        _send(jobs[0])
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=BATCH_MAX, thread_name_prefix="webhook-send")
+    for _ in _pool.map(_send, jobs):
+        pass
+
+
+def deliveries_send(
+    *, deliveries: Sequence[Delivery], trigger: str, retry: bool = True
+) -> dict[int, DeliveryAttempt | None]:
+    """Send claimed deliveries once each and record the outcomes (and next retries)."""
+    results: dict[int, DeliveryAttempt | None] = {}
+    if not deliveries:
+        return results
+    license_problem = webhooks_license_problem()
+    snapshots = {i: webhook_snapshot(i) for i in sorted({d.webhook_id for d in deliveries})}
+    skipped: defaultdict[str, list[int]] = defaultdict(list)
+    sendable = []
+    for delivery in deliveries:
+        problem = license_problem
+        webhook = snapshots[delivery.webhook_id][0]
+        if problem is None and not webhook.enabled and delivery.kind == Delivery.Kind.EVENT:
+            problem = "the webhook is disabled"
+        if problem is not None:
+            # A license can lapse between the match and the send: nothing leaves then.
+            reason = ("license: " if "license" in problem.lower() else "") + problem
+            skipped[reason[:200]].append(delivery.pk)
+            results[delivery.pk] = None
+        else:
+            sendable.append(delivery)
+
+    records = stored_cdrs(d.cdr_id for d in sendable if d.cdr_id is not None)
+    deleted: list[int] = []
+    jobs: list[_Send] = []
+    for delivery in sendable:
+        webhook, custom = snapshots[delivery.webhook_id]
+        record = records.get(delivery.cdr_id) if delivery.cdr_id is not None else None
+        rendered = not delivery.body
+        if rendered:
+            # Rendered once, at the first send, and kept: every retry and redelivery sends
+            # exactly these bytes.
+            if record is None:
+                deleted.append(delivery.pk)
+                results[delivery.pk] = None
+                continue
+            delivery.body = payload_body(name=webhook.name, meta=webhook.meta, cdr=record.cdr())
+        body = delivery.body.encode()
+        headers, redacted = request_headers(webhook, custom, delivery.event_id, body)
+        jobs.append(_Send(delivery, webhook, body, headers, redacted, rendered, record))
+
+    _send_all(jobs)
+    now = timezone.now()
+    with transaction.atomic():
+        finished = {"claimed_until": None, "finished_at": now}
+        for reason, ids in skipped.items():
+            Delivery.objects.filter(pk__in=ids).update(
+                status=Delivery.Status.SKIPPED, reason=reason, **finished
+            )
+        if deleted:
+            Delivery.objects.filter(pk__in=deleted).update(
                 status=Delivery.Status.FAILED,
                 reason="the record was deleted before it could be sent",
-                claimed_until=None,
-                finished_at=timezone.now(),
+                **finished,
             )
-            return None
-        delivery.body = text
-    body = delivery.body.encode()
-    headers, redacted = request_headers(webhook, custom, delivery.event_id, body)
-    started_at = timezone.now()
-    response = http.post(webhook.url, body=body, headers=headers)
-    now = timezone.now()
+        if jobs:
+            results.update(_record(jobs, trigger=trigger, retry=retry, now=now))
+    for job in jobs:
+        _log(job, results[job.delivery.pk])
+    return results
 
+
+# --- recording -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: str
+    next_attempt_at: datetime | None
+    reason: str
+    finished_at: datetime | None
+    last_status: str
+
+
+def _outcome(job: _Send, *, retry: bool, now: datetime) -> _Outcome:
+    response = job.response
+    assert response is not None
     next_attempt_at = None
     if response.ok:
         status = Delivery.Status.SUCCEEDED
     elif http.is_permanent(response) or not retry:
         status = Delivery.Status.FAILED
     else:
+        delivery = job.delivery
         delay = retry_delay(delivery.attempt_count - delivery.schedule_start, response.retry_after)
         if delay is None:
             status = Delivery.Status.FAILED
         else:
             status = Delivery.Status.PENDING
             next_attempt_at = now + timedelta(seconds=delay)
-    finished = status in (Delivery.Status.SUCCEEDED, Delivery.Status.FAILED)
-    outcome = str(response.status_code) if response.status_code else response.error_class
-    # Three statements and no BEGIN/COMMIT: each is atomic on its own, and a worker that dies
-    # between them leaves the delivery "sending" until its lease ends, then it is retried.
-    attempt = DeliveryAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempt_count,
-        trigger=trigger,
-        started_at=started_at,
-        url=webhook.url,
-        request_headers=redacted,
-        status_code=response.status_code,
-        latency_ms=round(response.latency_ms, 2),
-        error_class=response.error_class,
-        error=response.error,
-        response_body=response.body,
-    )
-    Delivery.objects.filter(pk=delivery.pk).update(
-        **({"body": delivery.body} if rendered else {}),
+    done = status in (Delivery.Status.SUCCEEDED, Delivery.Status.FAILED)
+    return _Outcome(
         status=status,
         next_attempt_at=next_attempt_at,
-        claimed_until=None,
-        last_status_code=response.status_code,
-        last_error=response.error,
-        reason="" if status != Delivery.Status.FAILED else response.error[:200],
-        finished_at=now if finished else None,
+        reason=response.error[:200] if status == Delivery.Status.FAILED else "",
+        finished_at=now if done else None,
+        last_status=str(response.status_code) if response.status_code else response.error_class,
     )
-    counters: dict[str, object] = {"last_status": outcome, "last_delivery_at": now}
-    if status == Delivery.Status.SUCCEEDED:
-        counters["delivered_count"] = F("delivered_count") + 1
-    elif status == Delivery.Status.FAILED:
-        counters["failed_count"] = F("failed_count") + 1
-    Webhook.objects.filter(pk=webhook.pk).update(**counters)
-    # The record behind the delivery, for the log line, from the body rather than a query.
-    record = json.loads(delivery.body).get("cdr", {})
-    cluster, pkid = record.get("globalCallId_ClusterID"), record.get("pkid")
+
+
+# (column, PostgreSQL type) of the rows written per batch.
+_ATTEMPT_COLUMNS = (
+    ("delivery_id", "bigint"), ("number", "integer"), ("trigger", "varchar"),
+    ("started_at", "timestamptz"), ("url", "varchar"), ("request_headers", "jsonb"),
+    ("status_code", "integer"), ("latency_ms", "float8"), ("error_class", "varchar"),
+    ("error", "text"), ("response_body", "text"),
+)  # fmt: skip
+_DELIVERY_COLUMNS = (
+    ("id", "bigint"), ("status", "varchar"), ("next_attempt_at", "timestamptz"),
+    ("last_status_code", "integer"), ("last_error", "text"), ("reason", "varchar"),
+    ("finished_at", "timestamptz"), ("body", "text"),
+)  # fmt: skip
+
+
+def _rows_sql(
+    columns: tuple[tuple[str, str], ...], rows: list[tuple[Any, ...]]
+) -> tuple[str, list]:
+    """A table expression of `rows`, with columns column1…, and its parameters.
+
+    PostgreSQL: json_to_recordset() of ONE parameter, a JSON array of the rows: the statement
+    is short and the same whatever the batch size, and the driver quotes one string (quoting
+    hundreds of parameters, or typed arrays of JSON text, costs more than the rest of the
+    batch). SQLite: a VALUES list."""
+    if connection.vendor == "postgresql":
+        keys = [f"column{i}" for i in range(1, len(columns) + 1)]
+        types = ", ".join(f"{key} {kind}" for key, (_, kind) in zip(keys, columns, strict=True))
+        data = json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=str)
+        return f"json_to_recordset(%s) AS v({types})", [data]
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    return f"(VALUES {', '.join([row] * len(rows))}) AS v", [x for r in rows for x in r]
+
+
+def _isoformat(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _record(
+    jobs: list[_Send], *, trigger: str, retry: bool, now: datetime
+) -> dict[int, DeliveryAttempt]:
+    """Write the attempts, the deliveries' new state and the webhooks' counters: one INSERT,
+    one UPDATE and one UPDATE per webhook for the whole batch, in the caller's transaction."""
+    postgres = connection.vendor == "postgresql"
+    adapt = _isoformat if postgres else connection.ops.adapt_datetimefield_value
+    outcomes = [_outcome(job, retry=retry, now=now) for job in jobs]
+    attempt_rows: list[tuple[Any, ...]] = []
+    delivery_rows: list[tuple[Any, ...]] = []
+    counters: dict[int, list[Any]] = {}
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        response, delivery = job.response, job.delivery
+        assert response is not None
+        attempt_rows.append(
+            (
+                delivery.pk,
+                delivery.attempt_count,
+                trigger,
+                adapt(job.started_at),
+                job.webhook.url,
+                job.redacted if postgres else json.dumps(job.redacted, ensure_ascii=False),
+                response.status_code,
+                round(response.latency_ms, 2),
+                response.error_class,
+                response.error,
+                response.body,
+            )
+        )
+        delivery_rows.append(
+            (
+                delivery.pk,
+                outcome.status,
+                adapt(outcome.next_attempt_at),
+                response.status_code,
+                response.error,
+                outcome.reason,
+                adapt(outcome.finished_at),
+                delivery.body if job.rendered else None,
+            )
+        )
+        entry = counters.setdefault(job.webhook.pk, [0, 0, ""])
+        entry[0] += outcome.status == Delivery.Status.SUCCEEDED
+        entry[1] += outcome.status == Delivery.Status.FAILED
+        entry[2] = outcome.last_status
+
+    with connection.cursor() as cursor:
+        source, params = _rows_sql(_ATTEMPT_COLUMNS, attempt_rows)
+        names = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
+        values = ", ".join(f"v.column{i}" for i in range(1, len(_ATTEMPT_COLUMNS) + 1))
+        cursor.execute(
+            f"INSERT INTO webhooks_deliveryattempt ({names}) SELECT {values} FROM {source} "
+            "RETURNING id, delivery_id",
+            params,
+        )
+        attempt_ids = {delivery_id: pk for pk, delivery_id in cursor.fetchall()}
+
+        source, params = _rows_sql(_DELIVERY_COLUMNS, delivery_rows)
+        cursor.execute(
+            "UPDATE webhooks_delivery SET claimed_until = NULL, status = v.column2, "
+            "next_attempt_at = v.column3, last_status_code = v.column4, last_error = v.column5, "
+            "reason = v.column6, finished_at = v.column7, "
+            f"body = COALESCE(v.column8, webhooks_delivery.body) FROM {source} "
+            "WHERE webhooks_delivery.id = v.column1",
+            params,
+        )
+
+        for webhook_id in sorted(counters):  # one order everywhere: no deadlock between workers
+            delivered, failed, last_status = counters[webhook_id]
+            cursor.execute(
+                "UPDATE webhooks_webhook SET delivered_count = delivered_count + %s, "
+                "failed_count = failed_count + %s, last_status = %s, last_delivery_at = %s "
+                "WHERE id = %s",
+                [delivered, failed, last_status, adapt(now), webhook_id],
+            )
+
+    attempts: dict[int, DeliveryAttempt] = {}
+    for job, outcome, row in zip(jobs, outcomes, attempt_rows, strict=True):
+        response, delivery = job.response, job.delivery
+        assert response is not None
+        delivery.status = outcome.status
+        attempts[delivery.pk] = DeliveryAttempt(
+            id=attempt_ids[delivery.pk],
+            delivery=delivery,
+            number=delivery.attempt_count,
+            trigger=trigger,
+            started_at=job.started_at,
+            url=job.webhook.url,
+            request_headers=job.redacted,
+            status_code=response.status_code,
+            latency_ms=row[7],
+            error_class=response.error_class,
+            error=response.error,
+            response_body=response.body,
+        )
+    return attempts
+
+
+def _log(job: _Send, attempt: DeliveryAttempt | None) -> None:
+    if attempt is None or not log.isEnabledFor(logging.INFO):
+        return
+    delivery, webhook, response = job.delivery, job.webhook, job.response
+    assert response is not None
+    outcome = str(response.status_code) if response.status_code else response.error_class
     log.info(
         "delivery %s (%s) attempt %s to webhook %s: %s %s",
         delivery.pk,
@@ -256,18 +506,17 @@ def delivery_send(
         delivery.attempt_count,
         webhook.name,
         outcome,
-        status,
+        delivery.status,
         extra={
             "webhook": webhook.pk,
             "delivery": delivery.pk,
             "event_id": delivery.event_id,
-            "cluster": cluster,
-            "pkid": pkid,
-            "status": status,
+            "cluster": job.record.cluster if job.record else None,
+            "pkid": job.record.pkid if job.record else None,
+            "status": delivery.status,
             "attempt": delivery.attempt_count,
             "status_code": response.status_code,
             "latency_ms": attempt.latency_ms,
             "error_class": response.error_class or None,
         },
     )
-    return attempt

@@ -8,9 +8,12 @@ the three call times (rendered `YYYY-MM-DDTHH:MM:SSZ` in UTC, 0 → "Never") and
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from django.db import connection
 
 TIME_FIELDS = frozenset({"dateTimeOrigination", "dateTimeConnect", "dateTimeDisconnect"})
 
@@ -62,17 +65,51 @@ def record_cdr(layout_id: int, names: list[str], raw: str) -> dict[str, Any]:
     return cached[1](split_line(raw))
 
 
-def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | None:
-    """An event delivery's body, rendered from its stored CDR when first sent (the trigger
-    stores no body, so matching stays cheap); None when the record no longer exists."""
-    from cdr.models import Cdr
+@dataclass(frozen=True, slots=True)
+class StoredCdr:
+    """What sending needs of a stored record: its identity (for the log) and its line."""
 
-    row = (
-        Cdr.objects.filter(pk=cdr_id).values_list("layout_id", "layout__fields", "raw").first()
-        if cdr_id is not None
-        else None
-    )
-    if row is None:
+    id: int
+    cluster: str
+    pkid: str
+    layout_id: int
+    raw: str
+
+    def cdr(self) -> dict[str, Any]:
+        from cdr.parsing import split_line
+
+        return _renderers[self.layout_id][1](split_line(self.raw))
+
+
+def stored_cdrs(cdr_ids: Iterable[int]) -> dict[int, StoredCdr]:
+    """The stored CDRs behind a batch of deliveries, by id, in one query (plus one for a layout
+    this process has not rendered yet). Missing ids were deleted."""
+    from cdr.models import Cdr, RecordLayout
+
+    ids = sorted(set(cdr_ids))
+    if not ids:
+        return {}
+    table = connection.ops.quote_name(Cdr._meta.db_table)
+    if connection.vendor == "postgresql":
+        where, params = "id = ANY(%s)", [ids]
+    else:
+        where, params = f"id IN ({', '.join(['%s'] * len(ids))})", ids
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, cluster, pkid, layout_id, raw FROM {table} WHERE {where}", params
+        )
+        found = {row[0]: StoredCdr(*row) for row in cursor.fetchall()}
+    missing = {record.layout_id for record in found.values()} - _renderers.keys()
+    for layout_id, names in RecordLayout.objects.filter(pk__in=missing).values_list("pk", "fields"):
+        _renderers[layout_id] = (names, cdr_renderer(names))
+    return found
+
+
+def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | None:
+    """An event delivery's body, rendered from its stored CDR (the trigger stores no body, so
+    matching stays cheap: it is rendered when first sent, or for a preview); None when the
+    record no longer exists."""
+    record = stored_cdrs([cdr_id]).get(cdr_id) if cdr_id is not None else None
+    if record is None:
         return None
-    layout_id, names, raw = row
-    return payload_body(name=name, meta=meta, cdr=record_cdr(layout_id, names, raw))
+    return payload_body(name=name, meta=meta, cdr=record.cdr())

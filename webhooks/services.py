@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from cdr.models import Cdr, Cmr
 from cdr.parsing import CucmReader, NotCucmFile, Row, RowError, open_binary
-from webhooks.delivery import delivery_claim, delivery_send, new_event_id
+from webhooks.delivery import BATCH_MAX, delivery_claim, delivery_send, new_event_id
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import cdr_renderer, payload_body
 from webhooks.sample import SAMPLE_CDR
@@ -26,11 +26,13 @@ SWEEP_LIMIT = 1000
 
 
 def deliveries_enqueue(ids: Iterable[int]) -> None:
-    from webhooks.tasks import deliver
+    """Hand deliveries to the workers, one task per batch of at most BATCH_MAX ids."""
+    from webhooks.tasks import deliver_many
 
+    ids = list(ids)
     try:
-        for delivery_id in ids:
-            deliver.delay(delivery_id)
+        for start in range(0, len(ids), BATCH_MAX):
+            deliver_many.delay(ids[start : start + BATCH_MAX])
     except Exception as exc:  # broker down: the rows are safe, the sweeper sends them later
         log.warning("could not enqueue deliveries (%s); the sweeper will retry", exc)
 

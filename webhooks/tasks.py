@@ -6,15 +6,26 @@ from django.conf import settings
 from calltelemetry import health
 from webhooks import delivery, services
 
+# Above the worst case of one batch: its requests run at once, each bounded by the connect
+# and read timeouts.
+_LIMITS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.WEBHOOK_TIMEOUT * 2 + 10,
+    "time_limit": settings.WEBHOOK_TIMEOUT * 2 + 20,
+}
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.WEBHOOK_TIMEOUT * 2 + 10,
-    time_limit=settings.WEBHOOK_TIMEOUT * 2 + 20,
-)
+
+@shared_task(**_LIMITS)
+def deliver_many(ids: list[int]) -> None:
+    """Send a batch of due deliveries (at most `delivery.BATCH_MAX` ids per message)."""
+    delivery.deliveries_attempt(ids=ids)
+
+
+@shared_task(**_LIMITS)
 def deliver(delivery_id: int) -> None:
-    delivery.delivery_attempt(delivery_id=delivery_id)
+    """One delivery: messages queued before batches existed still run."""
+    delivery.deliveries_attempt(ids=[delivery_id])
 
 
 @shared_task(ignore_result=True)
