@@ -27,7 +27,13 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError, SSLError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    SSLError,
+)
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.timeout import Timeout
 
@@ -105,16 +111,25 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
         problem = address_problem(ipaddress.ip_address(text))
         if problem:
             raise DestinationRefused(f"{conn.host} resolves to {problem}")
+    # Each checked address in turn, all within the one connect timeout.
+    timeout = conn.timeout
+    deadline = time.monotonic() + timeout if isinstance(timeout, int | float) else None
     last: Exception | None = None
-    for text in addresses:
-        conn._dns_host = text  # type: ignore[attr-defined]
-        try:
-            return HTTPConnection._new_conn(conn)
-        except HTTPError as exc:  # refused or timed out: try the next checked address
-            last = exc
-        finally:
-            conn._dns_host = host  # type: ignore[attr-defined]
-    assert last is not None
+    try:
+        for text in addresses:
+            if deadline is not None:
+                conn.timeout = deadline - time.monotonic()
+                if conn.timeout <= 0:
+                    break
+            conn._dns_host = text  # type: ignore[attr-defined]
+            try:
+                return HTTPConnection._new_conn(conn)
+            except HTTPError as exc:  # refused or timed out: try the next checked address
+                last = exc
+    finally:
+        conn._dns_host, conn.timeout = host, timeout  # type: ignore[attr-defined]
+    if last is None:
+        raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out")
     raise last
 
 
