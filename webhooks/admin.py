@@ -17,6 +17,7 @@ from webhooks.delivery import MASK, generate_secret, secret_problem
 from webhooks.http import url_problem
 from webhooks.matching import ConditionError, field_kind, validate_condition
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
+from webhooks.payload import delivery_body_preview
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
 from webhooks.validation import header_errors
 
@@ -271,7 +272,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [
         "webhook", "cdr_link", "kind", "event_id", "status", "reason", "attempt_count",
-        "next_attempt_at", "last_status_code", "last_error", "created_at", "finished_at", "body",
+        "next_attempt_at", "last_status_code", "last_error", "created_at", "finished_at",
+        "body_shown",
     ]  # fmt: skip
     exclude = ["cdr", "claimed_until", "schedule_start"]
     actions = ["redeliver"]
@@ -286,6 +288,21 @@ class DeliveryAdmin(admin.ModelAdmin):
     def short_error(self, obj: Delivery) -> str:
         text = obj.last_error or obj.reason
         return text if len(text) <= 60 else text[:57] + "…"
+
+    @admin.display(description="body")
+    def body_shown(self, obj: Delivery) -> str:
+        """The body as sent; before the first send, a preview, labelled as such."""
+        if obj.body:
+            return obj.body
+        preview = delivery_body_preview(obj)
+        if preview is None:
+            return "—"
+        return format_html(
+            '<strong class="body-preview">Not sent yet — preview rendered from the record '
+            "with the webhook's current name and meta; the body is fixed at the first send."
+            "</strong><br>{}",
+            preview,
+        )
 
     @admin.display(description="CDR")
     def cdr_link(self, obj: Delivery) -> str:

@@ -113,3 +113,13 @@ def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | 
     if record is None:
         return None
     return payload_body(name=name, meta=meta, cdr=record.cdr())
+
+
+def delivery_body_preview(delivery: Any) -> str | None:
+    """For a delivery not sent yet (its body is empty until the first send): the body it
+    would carry, rendered now from its record and its webhook's current name and meta, for
+    the delivery log. None when it has a body, or its record is gone."""
+    if delivery.body or delivery.cdr_id is None:
+        return None
+    webhook = delivery.webhook
+    return event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)

@@ -18,6 +18,7 @@ from webhooks.delivery import MASK
 from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
 from webhooks.operations import DRY_RUN_DEFAULT_LIMIT, DRY_RUN_MAX_LIMIT, REDELIVERABLE
+from webhooks.payload import delivery_body_preview
 
 _SCALAR = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
 
@@ -268,9 +269,32 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 
 class DeliveryDetailSerializer(DeliverySerializer):
+    body = serializers.SerializerMethodField(
+        help_text="The JSON body exactly as sent and signed. Before the first send (when "
+        "`body_preview` is true) a preview rendered now from the record"
+    )
+    body_preview = serializers.SerializerMethodField(
+        help_text="True while the delivery has not been sent: `body` is then NOT what was "
+        "sent but a preview rendered from the record and the webhook's current name and "
+        "meta; the body is fixed at the first send"
+    )
+
     class Meta(DeliverySerializer.Meta):
-        fields = [*DeliverySerializer.Meta.fields, "body"]
+        fields = [*DeliverySerializer.Meta.fields, "body", "body_preview"]
         read_only_fields = fields
+
+    def _preview(self, obj: Delivery) -> str | None:
+        if not hasattr(obj, "_body_preview"):
+            obj._body_preview = delivery_body_preview(obj)  # type: ignore[attr-defined]
+        return obj._body_preview  # type: ignore[attr-defined]
+
+    @extend_schema_field(serializers.CharField())
+    def get_body(self, obj: Delivery) -> str:
+        return obj.body or self._preview(obj) or ""
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_body_preview(self, obj: Delivery) -> bool:
+        return not obj.body and self._preview(obj) is not None
 
 
 class TestSendSerializer(serializers.Serializer):
