@@ -80,8 +80,12 @@ def tables_truncate() -> None:
     from django.db import connection
 
     from cdr.models import Cdr, CdrFile, Cmr, RecordLayout
+    from webhooks.models import Delivery, DeliveryAttempt
 
-    tables = [m._meta.db_table for m in (Cdr, Cmr, CdrFile, RecordLayout)]
+    # Deliveries too: they point at records without a database foreign key, so no CASCADE
+    # would reach them, and record ids start again at 1.
+    models = (DeliveryAttempt, Delivery, Cdr, Cmr, CdrFile, RecordLayout)
+    tables = [m._meta.db_table for m in models]
     # TRUNCATE … CASCADE on PostgreSQL; on SQLite plain DELETEs in the order above (its
     # cascade variant deletes in set order, parents before children, and trips the FKs).
     postgres = connection.vendor == "postgresql"

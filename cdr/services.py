@@ -57,8 +57,11 @@ class StoredRecord:
     line: int
 
 
-# Called inside the batch's transaction with the CDRs the batch newly stored.
-BatchHook = Callable[[Layout, list[StoredRecord]], None]
+# Called inside the batch's transaction with the CDRs the batch newly stored. A hook with
+# `refresh(layout)` and `prepare(layout, rows)` methods also gets `prepare`'s result for the
+# batch as a third argument: `prepare` runs on the read-ahead thread (it must not touch the
+# database), `refresh` on the ingest's thread before the first batch is read.
+BatchHook = Callable[..., None]
 
 
 # Typed columns: (model column, CUCM header name, kind). Values travel as the text read from
@@ -272,19 +275,29 @@ class _Counts:
 
 
 def _webhook_hook() -> BatchHook:
-    from webhooks.trigger import webhooks_trigger
+    from webhooks.trigger import WebhookTrigger
 
-    return webhooks_trigger
+    return WebhookTrigger()
 
 
 Problem = tuple[int, str]  # (line, reason)
 
 
 def _chunks(
-    reader: CucmReader, writer: _Writer, size: int
-) -> Iterator[tuple[list[Row], list[Problem], Any]]:
-    """The file's good rows in batches of `size`, each with the rows rejected since the last
-    and what the writer will send for it."""
+    reader: CucmReader,
+    writer: _Writer,
+    size: int,
+    prepare: Callable[[Layout, list[Row]], Any] | None,
+) -> Iterator[tuple[list[Row], list[Problem], Any, Any]]:
+    """The file's good rows in batches of `size`, each with the rows rejected since the last,
+    what the writer will send for it and what the batch hook prepared for it."""
+
+    def batch() -> tuple[list[Row], list[Problem], Any, Any]:
+        if not rows:
+            return rows, problems, None, None
+        ahead = prepare(writer.layout, rows) if prepare is not None else None
+        return rows, problems, writer.prepare(rows), ahead
+
     pkid_at = writer.pkid_at
     rows: list[Row] = []
     problems: list[Problem] = []
@@ -298,10 +311,10 @@ def _chunks(
             if len(rows) < size:
                 continue
         if len(rows) >= size or len(problems) >= size:
-            yield rows, problems, writer.prepare(rows) if rows else None
+            yield batch()
             rows, problems = [], []
     if rows or problems:
-        yield rows, problems, writer.prepare(rows) if rows else None
+        yield batch()
 
 
 # While the read-ahead thread parses, the thread talking to the database needs the GIL back
@@ -388,8 +401,11 @@ def _store_rows(
     counts = _Counts()
     errors: list[dict[str, Any]] = cdr_file.errors
     next_lease = time.monotonic() + LEASE.total_seconds() / 4
-    chunks = _chunks(reader, writer, settings.CDR_BATCH_SIZE)
-    for rows, problems, prepared in _read_ahead(chunks):
+    prepare = getattr(on_stored, "prepare", None)
+    if prepare is not None:
+        on_stored.refresh(writer.layout)  # type: ignore[union-attr]
+    chunks = _chunks(reader, writer, settings.CDR_BATCH_SIZE, prepare)
+    for rows, problems, prepared, ahead in _read_ahead(chunks):
         counts.rejected += len(problems)
         room = MAX_STORED_ERRORS - len(errors)
         errors.extend({"line": line, "reason": reason} for line, reason in problems[:room])
@@ -400,7 +416,10 @@ def _store_rows(
                 else:
                     stored = writer.insert(rows, prepared)
                     if stored:
-                        on_stored(writer.layout, stored)
+                        if prepare is not None:
+                            on_stored(writer.layout, stored, ahead)
+                        else:
+                            on_stored(writer.layout, stored)
                     new = len(stored)
             counts.stored += new
             counts.duplicate += len(rows) - new

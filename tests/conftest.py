@@ -191,11 +191,13 @@ def broker_unreachable() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def fresh_webhook_cache() -> Iterator[None]:
     # Ids are reused after a test's rollback; the per-process webhook cache must not be.
-    from webhooks import delivery
+    from webhooks import delivery, trigger
 
     delivery._webhooks.clear()
+    trigger._compiled.clear()
     yield
     delivery._webhooks.clear()
+    trigger._compiled.clear()
 
 
 # API clients: a signed-in reader and a staff member (who may write).

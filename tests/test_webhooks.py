@@ -443,3 +443,26 @@ def test_a_record_deleted_before_the_first_send_fails_the_delivery_with_a_reason
     delivery = only_delivery()
     assert delivery.status == Delivery.Status.FAILED
     assert "deleted" in delivery.reason and not httpserver.log
+
+
+def test_an_edit_between_two_batches_applies_to_the_next_batch(
+    tmp_path: Path, httpserver: HTTPServer, settings: Any
+) -> None:
+    from webhooks.services import webhook_set_enabled
+    from webhooks.validation import webhook_save
+
+    settings.CDR_BATCH_SIZE = 1
+    call = {**reference_row(), "duration": "20", "dateTimeConnect": "1699282642"}
+    webhook = make_webhook(httpserver.url_for("/hook"), [("duration", "gt", 300)])
+    ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [{**call, "pkid": "a"}]))
+    assert Delivery.objects.count() == 0
+    webhook_save(
+        webhook=webhook, name=webhook.name, url=webhook.url, enabled=True, meta={},
+        conditions=[{"field": "duration", "operator": "gt", "value": 10}],
+        headers=None, secret=None,
+    )  # fmt: skip
+    ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061458_2", [{**call, "pkid": "b"}]))
+    assert list(Delivery.objects.values_list("cdr__pkid", flat=True)) == ["b"]
+    webhook_set_enabled(webhook=webhook, enabled=False)
+    ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061459_3", [{**call, "pkid": "c"}]))
+    assert Delivery.objects.count() == 1

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
-from django.db import models
+from typing import Any
+
+from django.db import models, transaction
 from django.db.models import Q
+
+
+class WebhookQuerySet(models.QuerySet):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Lock the webhooks, then delete them with their deliveries.
+
+        Deliveries reference their webhook without a database constraint (see
+        `Delivery.webhook`). An ingest firing a webhook holds its row locked until it
+        commits, so this waits for it and then sees its deliveries; an ingest that comes
+        after finds the webhook gone and creates none.
+        """
+        with transaction.atomic(using=self.db):
+            list(self.select_for_update().values_list("pk", flat=True))
+            return super().delete()
 
 
 class Webhook(models.Model):
@@ -23,11 +39,18 @@ class Webhook(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = WebhookQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        with transaction.atomic():
+            list(Webhook.objects.select_for_update().filter(pk=self.pk).values_list("pk"))
+            return super().delete(*args, **kwargs)
 
 
 class Condition(models.Model):
@@ -88,12 +111,24 @@ class Delivery(models.Model):
         EVENT = "event"
         TEST = "test"
 
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    # No database-level foreign keys on the two links: their deferred checks cost more at
+    # every ingest commit than creating the deliveries. The ORM applies CASCADE and SET_NULL.
+    # The trigger links deliveries to records it stored in the same transaction, and only to
+    # webhooks whose rows it holds locked; deleting a webhook locks its row first
+    # (`WebhookQuerySet.delete`), so no delivery can point at a deleted webhook.
+    webhook = models.ForeignKey(
+        Webhook, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
+    )
     cdr = models.ForeignKey(
-        "cdr.Cdr", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+        "cdr.Cdr",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        db_constraint=False,
     )
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
-    event_id = models.CharField(max_length=64, unique=True, help_text="the webhook-id header")
+    event_id = models.CharField(max_length=64, help_text="the webhook-id header (unique)")
     body = models.TextField(
         blank=True,
         help_text="the JSON body, exactly as sent and signed; rendered from the record at the "
@@ -109,11 +144,13 @@ class Delivery(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Indexed by migration 0004: BRIN on PostgreSQL (rows arrive in time order), b-tree
+    # elsewhere.
+    created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        ordering = ["-id"]  # newest first: ids grow with creation time
         verbose_name_plural = "deliveries"
         constraints = [
             # A record can never produce two deliveries for one webhook.
@@ -121,9 +158,18 @@ class Delivery(models.Model):
                 fields=["webhook", "cdr"],
                 condition=Q(kind="event", cdr__isnull=False),
                 name="delivery_once_per_webhook_and_cdr",
+            ),
+            # A constraint rather than unique=True: no extra LIKE index for an id.
+            models.UniqueConstraint(fields=["event_id"], name="delivery_unique_event_id"),
+        ]
+        indexes = [
+            # Only unfinished deliveries: the sweeper's index stays small however long the log.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["pending", "sending"]),
+                name="delivery_due_open",
             )
         ]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
 
     def __str__(self) -> str:
         return f"{self.event_id} → {self.webhook_id} ({self.status})"

@@ -1,0 +1,98 @@
+"""The trigger against concurrent webhook deletion (PostgreSQL: real concurrent writers).
+
+Deliveries reference webhooks without a database constraint; the trigger's row locks and
+the locking delete must keep them consistent either way round.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from cdr.services import cdr_file_ingest
+from tests.test_parsing import cdr_row, cdr_text
+from webhooks import trigger
+from webhooks.models import Delivery, Webhook
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("premium")]
+
+
+@pytest.fixture(autouse=True)
+def postgres_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL; SQLite serialises them")
+
+
+def stored_cdr_id(tmp_path: Path) -> int:
+    from cdr.models import Cdr
+
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid='"p1"')]))
+    cdr_file_ingest(path=path, source="replay", evaluate_webhooks=False)
+    return Cdr.objects.get().pk
+
+
+def test_a_webhook_deleted_while_a_batch_fires_it_takes_the_new_deliveries_along(
+    tmp_path: Path,
+) -> None:
+    cdr_id = stored_cdr_id(tmp_path)
+    webhook = Webhook.objects.create(name="w", url="http://192.0.2.1/hook")
+    locked, deleted = threading.Event(), threading.Event()
+
+    def delete() -> None:
+        try:
+            locked.wait(5)
+            Webhook.objects.filter(pk=webhook.pk).delete()  # waits for the batch's commit
+            deleted.set()
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    with transaction.atomic():
+        live = trigger._hits_add({webhook.pk: 1}, timezone.now())
+        locked.set()
+        assert not deleted.wait(0.5)  # the delete is held back by the batch's lock
+        trigger._deliveries_insert([webhook.pk], [cdr_id], timezone.now(), skipped=False)
+    deleter.join(10)
+    assert live == {webhook.pk} and deleted.is_set()
+    assert not Webhook.objects.exists()
+    assert not Delivery.objects.exists()  # no delivery left pointing at nothing
+
+
+def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -> None:
+    cdr_id = stored_cdr_id(tmp_path)
+    gone = Webhook.objects.create(name="gone", url="http://192.0.2.1/a")
+    kept = Webhook.objects.create(name="kept", url="http://192.0.2.1/b")
+    holding, release = threading.Event(), threading.Event()
+
+    def delete_slowly() -> None:
+        try:
+            with transaction.atomic():
+                list(Webhook.objects.select_for_update().filter(pk=gone.pk).values_list("pk"))
+                holding.set()
+                release.wait(5)
+                Webhook.objects.filter(pk=gone.pk).delete()
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete_slowly)
+    deleter.start()
+    holding.wait(5)
+    threading.Timer(0.3, release.set).start()
+    with transaction.atomic():
+        trigger._fire(
+            [
+                trigger.CompiledWebhook(gone.pk, "gone", {}, lambda row: True),
+                trigger.CompiledWebhook(kept.pk, "kept", {}, lambda row: True),
+            ],
+            [[cdr_id], [cdr_id]],
+        )
+    deleter.join(10)
+    assert list(Delivery.objects.values_list("webhook__name", flat=True)) == ["kept"]
+    kept.refresh_from_db()
+    assert kept.hit_count == 1
