@@ -24,7 +24,7 @@ from pytest_httpserver import HTTPServer
 from tests.test_webhooks import ingest, make_webhook, reference_row, write_cdr_file
 from webhooks import delivery as delivery_module
 from webhooks import http
-from webhooks.delivery import BATCH_MAX, deliveries_attempt, deliveries_claim
+from webhooks.delivery import BATCH_MAX, deliveries_attempt, deliveries_claim, deliveries_send
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.services import deliveries_enqueue
 from webhooks.tasks import deliver_many
@@ -304,3 +304,30 @@ def test_a_webhook_edit_reaches_the_batch_within_the_cache_time(
     time.sleep(0.3)
     deliveries_attempt(ids=[second])
     assert [r.path for r, _ in httpserver.log] == ["/old", "/new"]
+
+
+@pytest.mark.django_db
+def test_a_webhook_deleted_after_the_claim_does_not_stop_the_batch(
+    tmp_path: Path, receiver: KeepAliveReceiver
+) -> None:
+    receiver.routes["/hook"] = (200, 0.0)
+    kept = make_webhook(receiver.url_for("/hook"), name="kept")
+    gone = make_webhook(receiver.url_for("/hook"), name="gone")
+    ingest(records(tmp_path, 3))
+    claimed = deliveries_claim(ids=list(Delivery.objects.values_list("pk", flat=True)))
+    assert len(claimed) == 6
+    gone.delete()
+    results = deliveries_send(deliveries=claimed, trigger="scheduled")
+    assert sorted(a is not None for a in results.values()) == [False] * 3 + [True] * 3
+    assert set(Delivery.objects.values_list("webhook_id", "status")) == {(kept.pk, "succeeded")}
+    assert len(receiver.received) == 3
+
+
+@pytest.mark.django_db
+def test_a_response_with_a_nul_byte_is_recorded(tmp_path: Path, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data(b"a\x00b", status=500)
+    make_webhook(httpserver.url_for("/hook"))
+    ingest(records(tmp_path, 1))
+    deliveries_attempt(ids=list(Delivery.objects.values_list("pk", flat=True)))
+    assert DeliveryAttempt.objects.get().response_body == "a\ufffdb"
+    assert Delivery.objects.get().status == "pending"

@@ -265,10 +265,18 @@ def deliveries_send(
     if not deliveries:
         return results
     license_problem = webhooks_license_problem()
-    snapshots = {i: webhook_snapshot(i) for i in sorted({d.webhook_id for d in deliveries})}
+    snapshots = {}
+    for webhook_id in sorted({d.webhook_id for d in deliveries}):
+        try:
+            snapshots[webhook_id] = webhook_snapshot(webhook_id)
+        except Webhook.DoesNotExist:  # deleted since the claim, and its deliveries with it
+            pass
     skipped: defaultdict[str, list[int]] = defaultdict(list)
     sendable = []
     for delivery in deliveries:
+        if delivery.webhook_id not in snapshots:
+            results[delivery.pk] = None
+            continue
         problem = license_problem
         webhook = snapshots[delivery.webhook_id][0]
         if problem is None and not webhook.enabled and delivery.kind == Delivery.Kind.EVENT:

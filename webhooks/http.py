@@ -305,7 +305,8 @@ def post(
     ok = 200 <= code < 300
     return Response(
         status_code=code,
-        body=excerpt.decode("utf-8", errors="replace"),
+        # No NUL: a database text column cannot hold one.
+        body=excerpt.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
         latency_ms=_ms(started),
         error_class="" if ok else "http",
         error="" if ok else f"HTTP {code} {reply.reason or ''}".strip(),
