@@ -18,10 +18,10 @@ from tests.test_parsing import cdr_row, cdr_text
 from webhooks import trigger
 from webhooks.models import Delivery, Webhook
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("premium")]
+pytestmark = pytest.mark.usefixtures("premium")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def postgres_only() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("concurrent writers need PostgreSQL; SQLite serialises them")
@@ -36,6 +36,32 @@ def stored_cdr_id(tmp_path: Path) -> int:
     return Cdr.objects.get().pk
 
 
+@pytest.mark.django_db
+def test_a_webhook_created_mid_file_fires_for_every_batch_stored_after_it(
+    tmp_path: Path, settings: object
+) -> None:
+    """Batches are matched ahead on the read-ahead thread against the webhooks known then;
+    a batch whose webhooks changed meanwhile is matched again when it is stored."""
+    settings.CDR_BATCH_SIZE = 1  # type: ignore[attr-defined]
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid=f'"p{i}"') for i in range(4)]))
+    inserts: list[str] = []
+
+    def create_webhook_before_the_second_batch(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if sql.startswith("INSERT INTO") and '"cdr_cdr"' in sql:
+            inserts.append(sql)
+            if len(inserts) == 2:
+                Webhook.objects.create(name="late", url="http://192.0.2.1/hook")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(create_webhook_before_the_second_batch):
+        cdr_file_ingest(path=path, source="replay")
+    fired = sorted(Delivery.objects.values_list("cdr__pkid", flat=True))
+    assert fired == ["p1", "p2", "p3"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres_only")
 def test_a_webhook_deleted_while_a_batch_fires_it_takes_the_new_deliveries_along(
     tmp_path: Path,
 ) -> None:
@@ -64,6 +90,8 @@ def test_a_webhook_deleted_while_a_batch_fires_it_takes_the_new_deliveries_along
     assert not Delivery.objects.exists()  # no delivery left pointing at nothing
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres_only")
 def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -> None:
     cdr_id = stored_cdr_id(tmp_path)
     gone = Webhook.objects.create(name="gone", url="http://192.0.2.1/a")
