@@ -8,13 +8,15 @@
    client, so it is known not to be the bottleneck.
 2. Drops, creates and migrates the database, installs a license signed by a fresh key,
    creates one signed webhook without conditions (every record matches) to the receiver.
-3. Throughput: ingests a `--deliveries`-record file while no worker runs (the tasks wait in
-   Redis), starts `celery worker -Q webhooks,celery --concurrency 2 --pool prefork` and
-   reports deliveries/s from the first to the last receipt, with the CPU the worker used.
+3. Throughput: ingests a `--deliveries`-record file while no worker runs (the tasks, one per
+   batch of deliveries, wait in Redis), starts `celery worker -Q webhooks,celery
+   --concurrency 2 --pool prefork` and reports deliveries/s from the first to the last
+   receipt, with the CPU the worker used.
 4. Latency: with the worker warm, ingests a 2-record file every 100 ms (20 matched records/s)
    for `--seconds`, and reports commit → receipt latency p50/p95/p99 (same clock).
 
-The database is dropped and recreated: never point DATABASE_URL at one you care about.
+The database is dropped and recreated: never point DATABASE_URL at one you care about (its
+name must start with "bench" or "helper").
 """
 
 from __future__ import annotations
@@ -132,8 +134,10 @@ def database_recreate(url: str) -> None:
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
-    if not name.startswith("bench"):
-        raise SystemExit(f"refusing to drop {name!r}: the benchmark's database names start bench")
+    if not name.startswith(("bench", "helper")):
+        raise SystemExit(
+            f"refusing to drop {name!r}: the benchmark's database names start bench or helper"
+        )
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -241,6 +245,30 @@ class Worker:
                 self.proc.wait()
 
 
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, summed by program name
+    (the worker and the receiver are told apart by their command line)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if "celery" in cmdline and "worker" in cmdline:
+            name = "celery worker"
+        elif "multiprocessing" in cmdline or "spawn_main" in cmdline:
+            name = "receiver"
+        elif int(entry.name) == os.getpid():
+            name = "bench (ingest, polling)"
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU jiffies of the whole machine, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -273,13 +301,14 @@ def succeeded() -> int:
     return Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count()
 
 
-def statements_per_delivery(webhook_id: int, samples: int = 20) -> float:
-    """SQL statements the worker's path runs per delivery, counted in this process."""
+def statements_per_delivery(webhook_id: int, batches: int = 4) -> float:
+    """SQL statements the worker's path runs per delivery, in full batches (as the trigger
+    and the sweeper enqueue them), counted in this process."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from webhooks.delivery import delivery_attempt, new_event_id
+    from webhooks.delivery import BATCH_MAX, deliveries_attempt, new_event_id
     from webhooks.models import Delivery
 
     now = timezone.now()
@@ -287,13 +316,13 @@ def statements_per_delivery(webhook_id: int, samples: int = 20) -> float:
         Delivery.objects.create(
             webhook_id=webhook_id, event_id=new_event_id(), body="{}", next_attempt_at=now
         ).pk
-        for _ in range(samples)
+        for _ in range(BATCH_MAX * (batches + 1))
     ]
-    delivery_attempt(delivery_id=ids[0])  # warm: license cache, HTTP connection
+    deliveries_attempt(ids=ids[:BATCH_MAX])  # warm: license cache, HTTP connections
     with CaptureQueriesContext(connection) as queries:
-        for delivery_id in ids[1:]:
-            delivery_attempt(delivery_id=delivery_id)
-    return len(queries) / (samples - 1)
+        for start in range(BATCH_MAX, len(ids), BATCH_MAX):
+            deliveries_attempt(ids=ids[start : start + BATCH_MAX])
+    return len(queries) / (len(ids) - BATCH_MAX)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -351,9 +380,11 @@ def main() -> None:
         if not worker.ready.wait(60):
             raise SystemExit("the worker did not start:\n" + "".join(worker.output))
         cpu_before, busy_before = worker.cpu_seconds(), machine_busy()
+        programs_before = cpu_by_program()
         wait_for(lambda: succeeded() >= args.deliveries, 300, "the throughput deliveries")
         cpu = worker.cpu_seconds() - cpu_before
         busy_after = machine_busy()
+        programs_after = cpu_by_program()
         arrived = arrivals_get(port)
         times = sorted(arrived[e] for e in Delivery.objects.values_list("event_id", flat=True))
         throughput = (len(times) - 1) / (times[-1] - times[0])
@@ -395,8 +426,12 @@ def main() -> None:
 
     header = f"  {'figure':<34} {'unit':<14} {'median':>10} {'baseline':>10} {'ratio':>7}"
     print(f"receiver ceiling (4 keep-alive client threads, 3 KB bodies): {ceiling:,.0f} requests/s")
-    print(f"worker: {args.concurrency} prefork processes on Redis; ", end="")
-    print(f"SQL statements per delivery: {statements:.1f}")
+    from webhooks.delivery import BATCH_MAX
+
+    print(
+        f"worker: {args.concurrency} prefork processes on Redis, batches of {BATCH_MAX}; ", end=""
+    )
+    print(f"SQL statements per delivery: {statements:.2f}")
     print(f"\n{header}\n  {'-' * (len(header) - 2)}")
     rows = [
         ("deliveries, first → last receipt", "deliveries/s", throughput, ceiling),
@@ -412,6 +447,12 @@ def main() -> None:
         f"\n  throughput: {args.deliveries:,} deliveries in {elapsed:.1f} s; worker CPU "
         f"{1000 * cpu / args.deliveries:.2f} ms per delivery ({cpu / elapsed:.0%} of one core); "
         f"whole machine {machine:.0%} busy"
+    )
+    used = {name: programs_after[name] - programs_before.get(name, 0.0) for name in programs_after}
+    top = sorted(used.items(), key=lambda item: -item[1])[:6]
+    print(
+        "  CPU per delivery during the throughput run, by program (whole machine): "
+        + ", ".join(f"{name} {1000 * seconds / args.deliveries:.2f} ms" for name, seconds in top)
     )
     print(
         f"  latency: {len(latencies)} deliveries, offered {offered:.1f} matched records/s, "
