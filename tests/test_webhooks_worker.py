@@ -22,7 +22,7 @@ from cdr.services import cdr_file_ingest
 from tests.conftest import broker_unreachable
 from tests.test_dropfolder import wait_for
 from tests.test_webhooks import make_webhook, reference_payload, reference_row, write_cdr_file
-from webhooks.models import Delivery, Webhook
+from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.services import deliveries_sweep
 
 pytestmark = pytest.mark.slow
@@ -112,3 +112,47 @@ def test_a_worker_killed_mid_delivery_still_delivers_exactly_one_success(
     assert calls == [delivery.event_id, delivery.event_id]
     assert delivery.attempts.filter(status_code=200).count() == 1
     assert Webhook.objects.get().delivered_count == 1
+
+
+def test_a_worker_killed_mid_batch_still_delivers_each_exactly_once(
+    process_env: dict[str, str], start_worker: Callable, tmp_path: Path
+) -> None:
+    # A receiver that answers concurrently: the whole batch is in flight when the worker dies.
+    receiver = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    receiver.start()
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def handler(request: Request) -> Response:
+        with lock:
+            calls.append(request.headers["webhook-id"])
+            first = calls.count(request.headers["webhook-id"]) == 1
+        if first:
+            time.sleep(3)  # the worker dies while waiting for these answers
+        return Response("ok")
+
+    receiver.expect_request("/hook").respond_with_handler(handler)
+    try:
+        make_webhook(receiver.url_for("/hook"))
+        worker = start_worker(pool="solo")
+        rows = [{**reference_row(), "pkid": f"kill-{n}"} for n in range(5)]
+        cdr_file_ingest(
+            path=write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", rows), source="replay"
+        )
+        wait_for(lambda: len(calls) == 5, 30)
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait()
+        assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.SENDING}
+        Delivery.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+        start_worker()
+        deliveries_sweep()
+        wait_for(lambda: Delivery.objects.filter(status="succeeded").count() == 5, 30)
+        time.sleep(0.5)
+        event_ids = set(Delivery.objects.values_list("event_id", flat=True))
+        assert sorted(calls) == sorted([*event_ids, *event_ids])  # each sent twice, no more
+        assert DeliveryAttempt.objects.filter(status_code=200).count() == 5
+        assert set(Delivery.objects.values_list("attempt_count", flat=True)) == {2}
+        assert Webhook.objects.get().delivered_count == 5
+    finally:
+        receiver.clear()
+        receiver.stop()
