@@ -255,3 +255,27 @@ def test_a_one_gigabyte_file_is_streamed_not_loaded() -> None:
         sampler.join()
     assert count == -(-(size - len(stream.head)) // len(stream.row))
     assert peak - baseline < 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "ok"),
+    [
+        ("duration", "-12", True),
+        ("origIpAddr", "-1062731415", True),
+        ("duration", "", True),
+        ("duration", "-", False),
+        ("duration", "1-2", False),
+        ("duration", "--3", False),
+        ("duration", '"1,2"', False),  # a comma inside a quoted INTEGER value
+        ("duration", "٣", False),  # a digit, but not an ASCII one
+        ("duration", "+3", False),
+        ("duration", " 3", False),
+    ],
+)
+def test_integer_columns_take_only_optionally_signed_ascii_digits(
+    column: str, value: str, ok: bool
+) -> None:
+    _, rows = read(cdr_text([cdr_row(pkid='"p"', **{column: value})]))
+    assert isinstance(rows[0], Row) is ok
+    if not ok:
+        assert rows[0].reason.startswith("non-integer value") and column in rows[0].reason
