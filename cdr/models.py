@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from django.db import models
+from django.db.models import Q
 
 from cdr.codes import cause_text
 from cdr.parsing import int_to_ipv4, parse_vq_metrics, split_line
@@ -116,7 +117,7 @@ class Cdr(Record):
     orig_device_name = models.CharField(max_length=129, blank=True)
     dest_device_name = models.CharField(max_length=129, blank=True)
     orig_cause_value = models.BigIntegerField(null=True, blank=True)
-    dest_cause_value = models.BigIntegerField(null=True, blank=True, db_index=True)
+    dest_cause_value = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name = "CDR"
@@ -132,6 +133,19 @@ class Cdr(Record):
             models.Index(fields=["final_called_party_number"], name="cdr_final_called_party_n"),
             models.Index(fields=["orig_device_name"], name="cdr_orig_device_name"),
             models.Index(fields=["dest_device_name"], name="cdr_dest_device_name"),
+            # Cause values: only the calls that did not end normally (0 = no cause,
+            # 16 = normal clearing, most of any file) are indexed, so storing a normal call
+            # costs nothing here; a search for 16 reads most of the table anyway.
+            models.Index(
+                fields=["orig_cause_value"],
+                condition=Q(orig_cause_value__gt=16) | Q(orig_cause_value__range=(1, 15)),
+                name="cdr_orig_cause_abnormal",
+            ),
+            models.Index(
+                fields=["dest_cause_value"],
+                condition=Q(dest_cause_value__gt=16) | Q(dest_cause_value__range=(1, 15)),
+                name="cdr_dest_cause_abnormal",
+            ),
         ]
 
     def __str__(self) -> str:
