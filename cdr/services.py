@@ -19,13 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
@@ -141,6 +142,7 @@ class _Writer:
         self.on_conflict = ' ON CONFLICT ("cluster", "pkid") DO NOTHING'
         self.returning = self.on_conflict + ' RETURNING "id", "line"'
         self.postgres = connection.vendor == "postgresql"
+        self._staging_ready = False  # the session's staging table exists
 
     def prepare(self, rows: list[Row]) -> Any:
         """What `insert` sends for these rows, built on the read-ahead thread: on PostgreSQL
@@ -226,15 +228,13 @@ class _Writer:
         digest = hashlib.sha1(" ".join(self.names).encode()).hexdigest()[:10]
         stage = f"ingest_stage_{self.model._meta.model_name}_{digest}"
         types = ["integer", *("text" for _ in self.names[1:])]
-        # Safe to skip the per-batch fsync: until the ingest record is marked done (a normal,
-        # durable commit that also flushes these), a crash only means the file is ingested
-        # again, and that stores exactly what is missing.
-        cursor.execute("SET LOCAL synchronous_commit = off")
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
-            + ", ".join(f'"{n}" {t}' for n, t in zip(self.names, types, strict=True))
-            + ") ON COMMIT DELETE ROWS"
-        )
+        if not self._staging_ready:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
+                + ", ".join(f'"{n}" {t}' for n, t in zip(self.names, types, strict=True))
+                + ") ON COMMIT DELETE ROWS"
+            )
+            self._staging_ready = True
         columns = ", ".join(f'"{n}"' for n in self.names)
         with cursor.cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
             copy.write(data)
@@ -405,12 +405,49 @@ def _store_rows(
     progress: Callable[[int], None] | None,
 ) -> _Counts:
     counts = _Counts()
-    errors: list[dict[str, Any]] = cdr_file.errors
-    next_lease = time.monotonic() + LEASE.total_seconds() / 4
     prepare = getattr(on_stored, "prepare", None)
     if prepare is not None:
         on_stored.refresh(writer.layout)  # type: ignore[union-attr]
     chunks = _chunks(reader, writer, settings.CDR_BATCH_SIZE, prepare)
+    with _batch_commits_unflushed(writer.postgres):
+        _store_batches(chunks, writer, cdr_file, on_stored, prepare, progress, counts)
+    return counts
+
+
+@contextmanager
+def _batch_commits_unflushed(postgres: bool) -> Iterator[None]:
+    """On PostgreSQL, skip the WAL flush at each batch commit, and flush again after.
+
+    Safe: until the ingest record is marked done (a normal, durable commit that also
+    flushes every batch before it), a crash only means the file is ingested again, and that
+    stores exactly what is missing.
+    """
+    if not postgres:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO DEFAULT")
+        except DatabaseError:  # the connection is gone or its transaction failed: moot
+            log.debug("could not reset synchronous_commit", exc_info=True)
+
+
+def _store_batches(
+    chunks: Iterator[tuple[list[Row], list[Problem], Any, Any]],
+    writer: _Writer,
+    cdr_file: CdrFile,
+    on_stored: BatchHook | None,
+    prepare: Callable[[Layout, list[Row]], Any] | None,
+    progress: Callable[[int], None] | None,
+    counts: _Counts,
+) -> None:
+    errors: list[dict[str, Any]] = cdr_file.errors
+    next_lease = time.monotonic() + LEASE.total_seconds() / 4
     for rows, problems, prepared, ahead in _read_ahead(chunks):
         counts.rejected += len(problems)
         room = MAX_STORED_ERRORS - len(errors)
@@ -434,7 +471,6 @@ def _store_rows(
         if time.monotonic() > next_lease:
             CdrFile.objects.filter(pk=cdr_file.pk).update(lease_until=timezone.now() + LEASE)
             next_lease = time.monotonic() + LEASE.total_seconds() / 4
-    return counts
 
 
 def cdr_file_create(*, name: str, source: str, path: Path | None = None) -> CdrFile:

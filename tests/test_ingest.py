@@ -168,6 +168,18 @@ def test_a_number_too_big_for_its_column_stays_in_the_raw_line(tmp_path: Path) -
     assert (cdr.fields["origLegCallIdentifier"], cdr.fields["duration"]) == (huge, past_int32)
 
 
+def test_the_session_flushes_commits_again_after_an_ingest(tmp_path: Path) -> None:
+    """Batch commits skip the WAL flush; the ingest record's final commit must not."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid=f'"p{i}"') for i in range(3)]))
+    assert ingest(path).stored_count == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
 def test_a_database_error_mid_file_stops_the_reading_thread(
     tmp_path: Path, settings: object
 ) -> None:
