@@ -12,9 +12,9 @@ Reports the median of `--runs` runs, all in this process:
 
 No license is installed, so matched records still move the statistics and get their
 delivery rows (without a body: it is rendered at the first send), but as `skipped`: nothing
-is handed to the broker, which bench/deliver.py measures. Uses bench/ingest.py's database set-up; the database named
-by DATABASE_URL is migrated and its cdr and webhook tables are emptied — never point it at a
-database you care about.
+is handed to the broker, which bench/deliver.py measures. Uses bench/ingest.py's database
+set-up; the database named by DATABASE_URL is migrated and its cdr and webhook tables are
+emptied — never point it at a database you care about.
 """
 
 from __future__ import annotations
