@@ -104,8 +104,11 @@ class Record(models.Model):
 
 
 class Cdr(Record):
-    orig_leg_id = models.BigIntegerField(null=True, blank=True, db_index=True)
-    dest_leg_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # Leg ids are indexed by migration 0005: on PostgreSQL ≥ 14 with BRIN minmax-multi (each
+    # node's leg ids grow with time, so a block range holds a few tight intervals), b-tree
+    # elsewhere.
+    orig_leg_id = models.BigIntegerField(null=True, blank=True)
+    dest_leg_id = models.BigIntegerField(null=True, blank=True)
     origination_at = models.DateTimeField(null=True, blank=True, db_index=True)
     connect_at = models.DateTimeField(null=True, blank=True, help_text="empty: never connected")
     disconnect_at = models.DateTimeField(null=True, blank=True)
