@@ -138,3 +138,55 @@ def test_invalid_conditions_are_refused_with_the_reason(
     with pytest.raises(ConditionError) as caught:
         validate_condition(*condition)
     assert message in caught.value.errors[key]
+
+
+def test_match_batch_gives_exactly_what_each_matcher_gives_row_by_row() -> None:
+    """The batch algorithm (value sets, most selective rule first) against the plain
+    per-row matcher, over random rows and random webhooks drawn from small value pools so
+    that values repeat, rules are shared and every operator meets matches and misses."""
+    import random
+
+    from webhooks.matching import match_batch
+
+    rng = random.Random(7)
+    numbers = ["", "1000", "1001", "2000", "+4930123", "555"]
+    devices = ["", "SEP0011AABBCC01", "SEP0011AABBCC02", "TRUNK-PSTN", "CTI-1"]
+    pool = {
+        "callingPartyNumber": numbers,
+        "finalCalledPartyNumber": numbers,
+        "origDeviceName": devices,
+        "duration": ["", "0", "5", "30", "301", "4000"],
+        "dateTimeConnect": ["0", "", "1699282642", "1699282700"],
+        "destCause_value": ["0", "16", "17", "19", "393216"],
+    }
+    shapes: list[tuple[str, str, object]] = [
+        ("callingPartyNumber", "eq", "1000"),
+        ("callingPartyNumber", "startswith", "+49"),
+        ("finalCalledPartyNumber", "in", ["1000", "2000"]),
+        ("finalCalledPartyNumber", "regex", r"^\d{4}$"),
+        ("origDeviceName", "contains", "SEP"),
+        ("origDeviceName", "not_in", ["TRUNK-PSTN"]),
+        ("origDeviceName", "is_empty", ""),
+        ("duration", "gt", 300),
+        ("duration", "lte", 5),
+        ("dateTimeConnect", "eq", "Never"),
+        ("dateTimeConnect", "gt", 0),
+        ("destCause_value", "ne", 16),
+        ("destCause_value", "in", [17, 19]),
+    ]
+    index = {name: i for i, name in enumerate(header("cdr", 133))}
+    for _ in range(30):
+        rows = []
+        for _ in range(rng.randint(0, 300)):
+            values = [""] * 133
+            for name, choices in pool.items():
+                values[index[name]] = rng.choice(choices)
+            rows.append(values)
+        matchers = [
+            compile_rules(
+                [validate_condition(*c) for c in rng.sample(shapes, rng.randint(0, 4))], index
+            )
+            for _ in range(25)
+        ]
+        expected = [[i for i, r in enumerate(rows) if m(r)] for m in matchers]
+        assert match_batch(matchers, rows) == expected
