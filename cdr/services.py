@@ -171,12 +171,10 @@ class _Writer:
         return "\n".join(lines).encode()
 
     def insert(
-        self, rows: list[Row], prepared: Any = None, *, returning: bool = True
+        self, rows: list[Row], prepared: Any, *, returning: bool = True
     ) -> list[StoredRecord] | int:
-        """Store `rows`; the records that were new (or only their count, without
-        `returning`)."""
-        if prepared is None:
-            prepared = self.prepare(rows)
+        """Store `rows` (`prepared` is what `prepare` made of them); the records that were
+        new (or only their count, without `returning`)."""
         with connection.cursor() as cursor:
             if self.postgres:
                 returned = self._copy(cursor, prepared, returning)

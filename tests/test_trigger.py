@@ -115,8 +115,8 @@ def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -
     with transaction.atomic():
         trigger._fire(
             [
-                trigger.CompiledWebhook(gone.pk, "gone", {}, lambda row: True),
-                trigger.CompiledWebhook(kept.pk, "kept", {}, lambda row: True),
+                trigger.CompiledWebhook(gone.pk, "gone", lambda row: True),
+                trigger.CompiledWebhook(kept.pk, "kept", lambda row: True),
             ],
             [[cdr_id], [cdr_id]],
         )

@@ -315,10 +315,11 @@ def match_batch(matchers: Sequence[Matcher], rows: Sequence[Row]) -> list[list[i
             continue
         decided.sort(key=itemgetter(0))
         _, key, ok, position = decided[0]
-        selected = first_rows.get(key)
-        if selected is None:
+        shared = first_rows.get(key)
+        if shared is None:
             values = columns[position][0]
-            selected = first_rows[key] = list(compress(every, map(ok.__contains__, values)))
+            shared = first_rows[key] = list(compress(every, map(ok.__contains__, values)))
+        selected = shared[:]  # the first rule's rows are shared by webhooks that start alike
         for _, _, ok, position in decided[1:]:
             if not selected:
                 break
@@ -326,7 +327,7 @@ def match_batch(matchers: Sequence[Matcher], rows: Sequence[Row]) -> list[list[i
             selected = list(
                 compress(selected, map(ok.__contains__, map(values.__getitem__, selected)))
             )
-        found.append(selected if selected is not first_rows.get(key) else selected[:])
+        found.append(selected)
     return found
 
 

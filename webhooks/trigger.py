@@ -29,7 +29,6 @@ ENQUEUE_GRACE = timedelta(seconds=30)
 class CompiledWebhook:
     id: int
     name: str
-    meta: dict[str, Any]
     match: Callable[[Sequence[str]], bool]
 
 
@@ -46,7 +45,7 @@ def webhooks_compile(webhooks: Iterable[Webhook], index: dict[str, int]) -> list
             log.error("webhook %s has an invalid condition and is skipped: %s", webhook.name, exc)
             continue
         match = compile_rules(rules, index)
-        compiled.append(CompiledWebhook(webhook.pk, webhook.name, webhook.meta, match))
+        compiled.append(CompiledWebhook(webhook.pk, webhook.name, match))
     return compiled
 
 
