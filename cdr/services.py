@@ -61,8 +61,28 @@ class StoredRecord:
 # Called inside the batch's transaction with the CDRs the batch newly stored. A hook with
 # `refresh(layout)` and `prepare(layout, rows)` methods also gets `prepare`'s result for the
 # batch as a third argument: `prepare` runs on the read-ahead thread (it must not touch the
-# database), `refresh` on the ingest's thread before the first batch is read.
+# database), `refresh` on the ingest's thread before the first batch is read. On PostgreSQL,
+# a hook that also has `statement(layout, rows, prepared)` is asked for it instead, inside
+# the batch's transaction before the batch is stored: a `StatementTail` to run in the same
+# statement as the INSERT, or None when the batch needs nothing from it.
 BatchHook = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True)
+class StatementTail:
+    """What a batch hook adds to the statement that stores the batch (PostgreSQL).
+
+    The statement is `WITH ins AS (INSERT … RETURNING id, line)<ctes> SELECT <count of
+    ins><select>`: `ctes` continues the WITH and may read `ins`, the records this batch newly
+    stored (their ids and file lines); `select` adds columns to the final row; `params` fill
+    the placeholders of both, in that order; `done` gets the added columns' values, still
+    inside the batch's transaction. The new records never travel back to Python.
+    """
+
+    ctes: str
+    select: str
+    params: list[Any]
+    done: Callable[[tuple[Any, ...]], None]
 
 
 # Typed columns: (model column, CUCM header name, kind). Values travel as the text read from
@@ -221,7 +241,23 @@ class _Writer:
                 exprs.append(f"substr({value}, 1, {kind})")
         return exprs
 
-    def _copy(self, cursor: Any, data: bytes, returning: bool) -> Any:
+    def insert_with(self, prepared: bytes, tail: StatementTail) -> int:
+        """Store the batch `prepared` for PostgreSQL and run `tail` in the same statement;
+        how many records were new."""
+        with connection.cursor() as cursor:
+            insert = self._staged_insert(cursor, prepared)
+            cursor.execute(
+                f"WITH ins AS ({insert}{self.returning}){tail.ctes} "
+                f"SELECT (SELECT count(*) FROM ins){tail.select}",
+                [self.file_id, self.layout_id, self.default_cluster, *tail.params],
+            )
+            row = cursor.fetchone()
+        tail.done(tuple(row[1:]))
+        return int(row[0])
+
+    def _staged_insert(self, cursor: Any, data: bytes) -> str:
+        """COPY the batch into the session's staging table; the INSERT … SELECT that stores
+        it (three placeholders: file, layout, default cluster), without its ON CONFLICT."""
         # One staging table per column set: older generations lack some typed columns.
         digest = hashlib.sha1(" ".join(self.names).encode()).hexdigest()[:10]
         stage = f"ingest_stage_{self.model._meta.model_name}_{digest}"
@@ -237,9 +273,14 @@ class _Writer:
         with cursor.cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
             copy.write(data)
         select = ", ".join(self._converted(lambda name: f'"{name}"'))
+        return (
+            f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, now() FROM {stage}"
+        )
+
+    def _copy(self, cursor: Any, data: bytes, returning: bool) -> Any:
+        insert = self._staged_insert(cursor, data)
         cursor.execute(
-            f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, now() "
-            f"FROM {stage}" + (self.returning if returning else self.on_conflict),
+            insert + (self.returning if returning else self.on_conflict),
             [self.file_id, self.layout_id, self.default_cluster],
         )
         return cursor.fetchall() if returning else cursor.rowcount
@@ -412,6 +453,33 @@ def _store_rows(
     return counts
 
 
+def _batch_store(
+    writer: _Writer,
+    rows: list[Row],
+    prepared: Any,
+    ahead: Any,
+    on_stored: BatchHook | None,
+    prepare: Callable[[Layout, list[Row]], Any] | None,
+) -> int:
+    """Store one batch, in the caller's transaction, with its hook; how many were new."""
+    if on_stored is None:
+        return writer.insert(rows, prepared, returning=False)  # type: ignore[return-value]
+    statement = getattr(on_stored, "statement", None) if writer.postgres else None
+    if statement is not None:
+        tail = statement(writer.layout, rows, ahead)
+        if tail is None:
+            return writer.insert(rows, prepared, returning=False)  # type: ignore[return-value]
+        return writer.insert_with(prepared, tail)
+    stored = writer.insert(rows, prepared)
+    assert isinstance(stored, list)
+    if stored:
+        if prepare is not None:
+            on_stored(writer.layout, stored, ahead)
+        else:
+            on_stored(writer.layout, stored)
+    return len(stored)
+
+
 @contextmanager
 def _batch_commits_unflushed(postgres: bool) -> Iterator[None]:
     """On PostgreSQL, skip the WAL flush at each batch commit, and flush again after.
@@ -452,16 +520,7 @@ def _store_batches(
         errors.extend({"line": line, "reason": reason} for line, reason in problems[:room])
         if rows:
             with transaction.atomic():
-                if on_stored is None:
-                    new = writer.insert(rows, prepared, returning=False)
-                else:
-                    stored = writer.insert(rows, prepared)
-                    if stored:
-                        if prepare is not None:
-                            on_stored(writer.layout, stored, ahead)
-                        else:
-                            on_stored(writer.layout, stored)
-                    new = len(stored)
+                new = _batch_store(writer, rows, prepared, ahead, on_stored, prepare)
             counts.stored += new
             counts.duplicate += len(rows) - new
         if progress is not None:

@@ -45,17 +45,14 @@ def test_a_webhook_created_mid_file_fires_for_every_batch_stored_after_it(
     settings.CDR_BATCH_SIZE = 1  # type: ignore[attr-defined]
     path = tmp_path / "cdr_C_01_202001010000_1"
     path.write_bytes(cdr_text([cdr_row(pkid=f'"p{i}"') for i in range(4)]))
-    inserts: list[str] = []
+    committed: list[int] = []
 
-    def create_webhook_before_the_second_batch(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-        if sql.startswith("INSERT INTO") and '"cdr_cdr"' in sql:
-            inserts.append(sql)
-            if len(inserts) == 2:
-                Webhook.objects.create(name="late", url="http://192.0.2.1/hook")
-        return execute(sql, params, many, context)
+    def create_webhook_after_the_first_batch(count: int) -> None:
+        committed.append(count)
+        if len(committed) == 1:  # batch 2 is most likely matched ahead already
+            Webhook.objects.create(name="late", url="http://192.0.2.1/hook")
 
-    with connection.execute_wrapper(create_webhook_before_the_second_batch):
-        cdr_file_ingest(path=path, source="replay")
+    cdr_file_ingest(path=path, source="replay", progress=create_webhook_after_the_first_batch)
     fired = sorted(Delivery.objects.values_list("cdr__pkid", flat=True))
     assert fired == ["p1", "p2", "p3"]
 
@@ -124,3 +121,84 @@ def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -
     assert list(Delivery.objects.values_list("webhook__name", flat=True)) == ["kept"]
     kept.refresh_from_db()
     assert kept.hit_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres_only")
+def test_an_ingest_batch_skips_a_webhook_deleted_before_its_deliveries_are_made(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL the deliveries are created in the statement that stores the batch; the
+    matched webhooks are locked first, and one deleted meanwhile gets nothing."""
+    gone = Webhook.objects.create(name="gone", url="http://192.0.2.1/a")
+    kept = Webhook.objects.create(name="kept", url="http://192.0.2.1/b")
+    holding, release = threading.Event(), threading.Event()
+
+    def delete_slowly() -> None:
+        try:
+            with transaction.atomic():
+                list(Webhook.objects.select_for_update().filter(pk=gone.pk).values_list("pk"))
+                holding.set()
+                release.wait(5)
+                Webhook.objects.filter(pk=gone.pk).delete()
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete_slowly)
+    deleter.start()
+    holding.wait(5)
+    threading.Timer(0.3, release.set).start()
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid='"p1"'), cdr_row(pkid='"p2"')]))
+    record = cdr_file_ingest(path=path, source="replay")
+    deleter.join(10)
+    assert record.stored_count == 2
+    assert sorted(Delivery.objects.values_list("webhook__name", "cdr__pkid")) == [
+        ("kept", "p1"),
+        ("kept", "p2"),
+    ]
+    kept.refresh_from_db()
+    assert kept.hit_count == 2 and kept.last_hit_at is not None
+
+
+@pytest.mark.django_db
+def test_ingest_event_ids_are_unique_by_construction(tmp_path: Path, settings: object) -> None:
+    """msg_ + 32 hex digits; on PostgreSQL the first 16 are the delivery's own id."""
+    settings.CDR_BATCH_SIZE = 2  # type: ignore[attr-defined]
+    for name in ("a", "b"):
+        Webhook.objects.create(name=name, url="http://192.0.2.1/hook")
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid=f'"p{i}"') for i in range(5)]))
+    cdr_file_ingest(path=path, source="replay")
+    pairs = list(Delivery.objects.values_list("id", "event_id"))
+    assert len(pairs) == 10
+    assert len({event_id for _, event_id in pairs}) == 10
+    for pk, event_id in pairs:
+        assert len(event_id) == 36 and event_id.startswith("msg_")
+        int(event_id[4:], 16)
+        if connection.vendor == "postgresql":
+            assert event_id[4:20] == f"{pk:016x}"
+
+
+@pytest.mark.django_db
+def test_a_record_has_one_event_delivery_per_webhook_but_any_number_of_test_sends(
+    tmp_path: Path,
+) -> None:
+    from django.db import IntegrityError
+
+    from webhooks.delivery import new_event_id
+
+    cdr_id = stored_cdr_id(tmp_path)
+    webhook = Webhook.objects.create(name="w", url="http://192.0.2.1/hook")
+
+    def delivery(kind: str) -> Delivery:
+        return Delivery.objects.create(
+            webhook=webhook, cdr_id=cdr_id, kind=kind, event_id=new_event_id()
+        )
+
+    delivery(Delivery.Kind.TEST)
+    delivery(Delivery.Kind.TEST)
+    delivery(Delivery.Kind.EVENT)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        delivery(Delivery.Kind.EVENT)
+    assert Delivery.objects.filter(webhook=webhook, cdr_id=cdr_id).count() == 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from cdr.parsing import Layout
-from cdr.services import StoredRecord
+from cdr.services import StatementTail, StoredRecord
 from licensing.gating import webhooks_license_problem
 from webhooks.delivery import new_event_id
 from webhooks.matching import Rule, compile_rules, match_batch, rules_from
@@ -131,6 +133,66 @@ class WebhookTrigger:
         ids = {record.line: record.id for record in stored}
         _fire(compiled, [[ids[n] for n in matched if n in ids] for matched in lines])
 
+    def statement(self, layout: Layout, rows: Sequence[Any], prepared: Any) -> StatementTail | None:
+        """PostgreSQL: the batch's deliveries and statistics as part of the statement that
+        stores it (None when no row matches), so the new records never come back to Python.
+
+        Called in the batch's transaction before the INSERT; locks the matched webhooks'
+        rows first, in id order, as `_hits_add` does.
+        """
+        self.refresh(layout)
+        if prepared is None or prepared[0] is not self.compiled:
+            prepared = self.prepare(layout, rows)  # the webhooks changed: match again, here
+        compiled, lines = prepared
+        matched = {hook.id: found for hook, found in zip(compiled, lines, strict=True) if found}
+        if not matched:
+            return None
+        live = _webhooks_lock(sorted(matched))
+        pair_lines: list[str] = []
+        pair_hooks: list[str] = []
+        for webhook_id in sorted(live):
+            found = matched[webhook_id]
+            pair_lines.append(",".join(map(str, found)))
+            pair_hooks.append(",".join([str(webhook_id)] * len(found)))
+        if not pair_lines:
+            return None
+        skipped = webhooks_license_problem() is not None
+        now = timezone.now()
+        insert, insert_params = _deliveries_insert_sql(
+            "(SELECT m.webhook_id, ins.id AS cdr_id FROM m JOIN ins USING (line)) AS p",
+            now,
+            skipped=skipped,
+        )
+        ctes = (
+            ", m AS (SELECT * FROM unnest(%s::int[], %s::bigint[]) AS m(line, webhook_id))"
+            f", d AS ({insert} RETURNING id, webhook_id)"
+            ", h AS (UPDATE webhooks_webhook AS w"
+            " SET hit_count = w.hit_count + c.n, last_hit_at = %s"
+            " FROM (SELECT webhook_id, count(*) AS n FROM d GROUP BY webhook_id) AS c"
+            " WHERE w.id = c.webhook_id)"
+        )
+        params = [
+            "{" + ",".join(pair_lines) + "}",  # already joined per webhook
+            "{" + ",".join(pair_hooks) + "}",
+            *insert_params,
+            now,
+        ]
+        if skipped:
+            return StatementTail(ctes, ", (SELECT count(*) FROM d)", params, _ignore)
+        return StatementTail(ctes, ", (SELECT array_agg(id) FROM d)", params, _enqueue_after_commit)
+
+
+def _ignore(result: tuple[Any, ...]) -> None:
+    pass
+
+
+def _enqueue_after_commit(result: tuple[Any, ...]) -> None:
+    pending = result[0]
+    if pending:
+        from webhooks.services import deliveries_enqueue
+
+        transaction.on_commit(lambda: deliveries_enqueue(sorted(pending)))
+
 
 def _fire(compiled: list[CompiledWebhook], cdr_ids_by_hook: list[list[int]]) -> None:
     """Count the hits and create the deliveries: `cdr_ids_by_hook[k]` are the records that
@@ -168,18 +230,26 @@ def _hits_add(hits: dict[int, int], now: Any) -> set[int]:
                 hit_count=F("hit_count") + hits[webhook_id], last_hit_at=now
             )
         }
+    live = _webhooks_lock(ids)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM webhooks_webhook WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-            [ids],
-        )
-        live = {row[0] for row in cursor.fetchall()}
         cursor.execute(
             "UPDATE webhooks_webhook AS w SET hit_count = w.hit_count + v.n, last_hit_at = %s "
             "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n) WHERE w.id = v.id",
-            [now, ids, [hits[i] for i in ids]],
+            [now, _array(ids), _array(hits[i] for i in ids)],
         )
     return live
+
+
+def _webhooks_lock(ids: list[int]) -> set[int]:
+    """PostgreSQL: lock the webhooks' rows in id order until the transaction ends (so that
+    concurrent ingests queue instead of deadlocking, and a delete waits); those that exist."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM webhooks_webhook WHERE id = ANY(%s::bigint[]) ORDER BY id"
+            " FOR NO KEY UPDATE",
+            [_array(ids)],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 # Every column of a new event delivery but the two that vary per row and the event id.
@@ -210,23 +280,45 @@ def _delivery_defaults(now: Any, skipped: bool) -> dict[str, Any]:
     }
 
 
-# Like new_event_id's (msg_ + 32 hex digits), but time first: 12 hex digits of the
-# millisecond, then 20 random ones (PostgreSQL's random(), seeded per session from the
-# system's strong source: ids must be unique, not secret). Ids of one batch then land
-# together at the right edge of the unique index instead of on random pages all over it.
-_EVENT_ID_SQL = (
-    "'msg_' || lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0')"
-    " || lpad(to_hex((random() * 281474976710655)::bigint), 12, '0')"
-    " || lpad(to_hex((random() * 4294967295)::bigint), 8, '0')"
-)
+def _deliveries_insert_sql(pairs: str, now: Any, *, skipped: bool) -> tuple[str, list[Any]]:
+    """PostgreSQL: the INSERT of one event delivery per row of `pairs` (a FROM item with
+    columns webhook_id and cdr_id, without placeholders), and its parameters.
+
+    Event ids are msg_ + 32 hex digits, like `new_event_id`'s: the delivery's own id in 16,
+    which makes them unique without an index, then 16 random ones drawn once per statement,
+    so that an appliance installed again, whose ids start again from 1, still sends
+    webhook-ids its receivers have never seen.
+    """
+    defaults = _delivery_defaults(now, skipped)
+    columns = ", ".join(_DELIVERY_COLUMNS)
+    values = ", ".join(["%s"] * len(_DELIVERY_COLUMNS))
+    sql = (
+        f"INSERT INTO webhooks_delivery (id, webhook_id, cdr_id, event_id, {columns}) "
+        "SELECT n.id, n.webhook_id, n.cdr_id, 'msg_' || lpad(to_hex(n.id), 16, '0') || %s, "
+        f"{values} FROM "
+        f"(SELECT nextval(%s::regclass) AS id, p.webhook_id, p.cdr_id FROM {pairs}) AS n"
+    )
+    params = [
+        secrets.token_hex(8),
+        *(defaults[c] for c in _DELIVERY_COLUMNS),
+        _delivery_id_sequence(),
+    ]
+    return sql, params
+
+
+@functools.cache
+def _delivery_id_sequence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('webhooks_delivery', 'id')")
+        return str(cursor.fetchone()[0])
 
 
 def _deliveries_insert(
     webhook_ids: list[int], cdr_ids: list[int], now: Any, *, skipped: bool
 ) -> list[int]:
     """One delivery per (webhook, cdr) pair; the ids of those to send."""
-    defaults = _delivery_defaults(now, skipped)
     if connection.vendor != "postgresql":
+        defaults = _delivery_defaults(now, skipped)
         rows = [
             Delivery(webhook_id=w, cdr_id=c, event_id=new_event_id(), **defaults)
             for w, c in zip(webhook_ids, cdr_ids, strict=True)
@@ -234,14 +326,17 @@ def _deliveries_insert(
         Delivery.objects.bulk_create(rows, batch_size=500)
         return [] if skipped else [row.pk for row in rows]
     # PostgreSQL: the pairs travel as two arrays and the event ids are made by the server.
-    columns = ", ".join(_DELIVERY_COLUMNS)
-    values = ", ".join(["%s"] * len(_DELIVERY_COLUMNS))
+    insert, params = _deliveries_insert_sql(
+        "unnest(%s::bigint[], %s::bigint[]) AS p(webhook_id, cdr_id)", now, skipped=skipped
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO webhooks_delivery (webhook_id, cdr_id, event_id, {columns}) "
-            f"SELECT w, c, {_EVENT_ID_SQL}, {values} "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS p(w, c)"
-            + ("" if skipped else " RETURNING id"),
-            [*(defaults[c] for c in _DELIVERY_COLUMNS), webhook_ids, cdr_ids],
+            insert + ("" if skipped else " RETURNING id"),
+            [*params, _array(webhook_ids), _array(cdr_ids)],
         )
         return [] if skipped else [row[0] for row in cursor.fetchall()]
+
+
+def _array(numbers: Iterable[int]) -> str:
+    """A PostgreSQL array literal: psycopg would adapt a list item by item, in Python."""
+    return "{" + ",".join(map(str, numbers)) + "}"
