@@ -9,11 +9,12 @@ Compilation turns a webhook's conditions into one plain-Python predicate over a 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import compress
+from itertools import accumulate, chain, compress
 from operator import itemgetter
 from typing import Any
 
@@ -228,12 +229,15 @@ class Matcher:
     Call it on one row, or give many to `match_batch`, which decides a whole batch at once.
     """
 
-    __slots__ = ("_call", "checks", "never")
+    __slots__ = ("_call", "checks", "never", "shares")
 
     def __init__(self, checks: tuple[tuple[int, Rule, Predicate], ...], never: bool) -> None:
         self.checks = checks
         self.never = never
         self._call = _single_row(checks, never)
+        # Per check, the share of rows it let through in the batches seen so far (None: not
+        # known yet); `match_batch` starts from the most selective. Only speed depends on it.
+        self.shares: list[float | None] = [None] * len(checks)
 
     def __call__(self, row: Row) -> bool:
         return self._call(row)
@@ -277,58 +281,172 @@ def compile_rules(rules: Iterable[Rule], index: dict[str, int]) -> Matcher:
     return Matcher(tuple(checks), never=False)
 
 
+COMPARISONS = ("gt", "gte", "lt", "lte")
+
+
 def match_batch(matchers: Sequence[Matcher], rows: Sequence[Row]) -> list[list[int]]:
     """For each matcher, the indexes of the rows it matches, ascending.
 
     The same answers as calling every matcher on every row, at a fraction of the cost when
     many webhooks look at one batch. CDR columns repeat (devices, causes, numbers,
-    durations), so each distinct rule is decided once per distinct value of its column and
-    shared by every webhook that has it. A webhook then starts from the rows of its most
-    selective rule (counted from the column's value counts) and keeps those that pass its
-    other rules — looked up in their sets of passing values, in C-level iterators.
+    durations), so a rule is decided once per distinct value of its column and shared by
+    every webhook that has it; a comparison (`duration gt 300`) is a slice of the column's
+    values sorted by number. A webhook starts from the rows of its most selective rule (as
+    its earlier batches measured; a rule not measured yet is decided over the whole column
+    first), found through the column's value → rows index when they are few, and keeps
+    those that pass its other rules, each decided only for the values those rows hold.
+    The loops over rows are C-level iterators.
     """
     n = len(rows)
-    columns: dict[int, tuple[list[str], Counter[str]]] = {}
-    passing: dict[tuple[int, Rule], tuple[frozenset[str], int]] = {}
-    first_rows: dict[tuple[int, Rule], list[int]] = {}
-    every = list(range(n))
+    batch = _Batch(rows)
     found: list[list[int]] = []
     for matcher in matchers:
-        if matcher.never:
+        checks, shares = matcher.checks, matcher.shares
+        if matcher.never or not n:
             found.append([])
             continue
-        decided = []
-        for position, rule, test in matcher.checks:
-            key = (position, rule)
-            entry = passing.get(key)
-            if entry is None:
-                column = columns.get(position)
-                if column is None:
-                    values = list(map(itemgetter(position), rows))
-                    column = columns[position] = (values, Counter(values))
-                counts = column[1]
-                ok = frozenset(filter(test, counts))
-                entry = passing[key] = (ok, sum(map(counts.__getitem__, ok)))
-            decided.append((entry[1], key, entry[0], position))
-        if not decided:
-            found.append(every[:])
+        if not checks:
+            found.append(list(range(n)))
             continue
-        decided.sort(key=itemgetter(0))
-        _, key, ok, position = decided[0]
-        shared = first_rows.get(key)
-        if shared is None:
-            values = columns[position][0]
-            shared = first_rows[key] = list(compress(every, map(ok.__contains__, values)))
-        selected = shared[:]  # the first rule's rows are shared by webhooks that start alike
-        for _, _, ok, position in decided[1:]:
+        for k, share in enumerate(shares):
+            if share is None:
+                position, rule, test = checks[k]
+                shares[k] = batch.passing(position, rule, test)[1] / n
+        order = sorted(range(len(checks)), key=shares.__getitem__)  # type: ignore[arg-type]
+        position, rule, test = checks[order[0]]
+        ok, count = batch.passing(position, rule, test)
+        shares[order[0]] = count / n
+        selected = batch.rows_with(position, rule, ok, count)[:]  # shared: copy
+        for k in order[1:]:
             if not selected:
                 break
-            values = columns[position][0]
-            selected = list(
-                compress(selected, map(ok.__contains__, map(values.__getitem__, selected)))
-            )
+            position, rule, test = checks[k]
+            held = list(map(batch.column(position).__getitem__, selected))
+            decided = batch.decided.get((position, rule))
+            if decided is not None:  # decided whole for another webhook: its share is free
+                ok, count = decided
+                shares[k] = count / n
+            else:
+                ok = batch.passing_among(position, rule, test, held)
+            selected = list(compress(selected, map(ok.__contains__, held)))
         found.append(selected)
     return found
+
+
+class _Batch:
+    """One batch's columns, built when a rule first needs them: the values, their counts,
+    the numbers sorted (for comparisons), the rows of each value (for selective rules), and
+    what each rule decided."""
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.rows = rows
+        self.columns: dict[int, list[str]] = {}
+        self.counts: dict[int, Counter[str]] = {}
+        self.numbers: dict[int, tuple[list[int], list[str], list[int]] | None] = {}
+        self.where: dict[int, dict[str, list[int]]] = {}
+        self.decided: dict[tuple[int, Rule], tuple[frozenset[str], int]] = {}
+        self.partly: dict[tuple[int, Rule], tuple[set[str], set[str]]] = {}
+        self.first_rows: dict[tuple[int, Rule], list[int]] = {}
+
+    def column(self, position: int) -> list[str]:
+        values = self.columns.get(position)
+        if values is None:
+            values = self.columns[position] = list(map(itemgetter(position), self.rows))
+        return values
+
+    def passing(self, position: int, rule: Rule, test: Predicate) -> tuple[frozenset[str], int]:
+        """The column's values that pass the rule, and how many rows hold one."""
+        key = (position, rule)
+        decided = self.decided.get(key)
+        if decided is None:
+            decided = self.decided[key] = self._decide(position, rule, test)
+        return decided
+
+    def _decide(self, position: int, rule: Rule, test: Predicate) -> tuple[frozenset[str], int]:
+        counts = self.counts.get(position)
+        if counts is None:
+            counts = self.counts[position] = Counter(self.column(position))
+        if rule.operator in COMPARISONS:
+            ordered = self._numbers(position, counts)
+            if ordered is not None:
+                return _comparison(rule, *ordered)
+        ok = frozenset(filter(test, counts))
+        return ok, sum(map(counts.__getitem__, ok))
+
+    def passing_among(
+        self, position: int, rule: Rule, test: Predicate, values: list[str]
+    ) -> set[str]:
+        """A set holding, of `values`, those that pass the rule (and maybe others that do):
+        each distinct value is tested once per batch, whichever webhook asks."""
+        partly = self.partly.get((position, rule))
+        if partly is None:
+            partly = self.partly[(position, rule)] = (set(), set())
+        seen, ok = partly
+        new = set(values)
+        new -= seen
+        if new:
+            seen |= new
+            ok.update(filter(test, new))
+        return ok
+
+    def _numbers(
+        self, position: int, counts: Counter[str]
+    ) -> tuple[list[int], list[str], list[int]] | None:
+        """The column's non-empty values sorted by number, as numbers, as text, and the
+        running count of rows up to each (None if one is not a number: the parser lets
+        none through, but then the rule's own test decides, and says what is wrong)."""
+        if position not in self.numbers:
+            try:
+                pairs = sorted((int(v), v) for v in counts if v != "")
+            except ValueError:
+                self.numbers[position] = None
+            else:
+                texts = [text for _, text in pairs]
+                self.numbers[position] = (
+                    [number for number, _ in pairs],
+                    texts,
+                    [0, *accumulate(map(counts.__getitem__, texts))],
+                )
+        return self.numbers[position]
+
+    def rows_with(self, position: int, rule: Rule, ok: frozenset[str], count: int) -> list[int]:
+        """The rows (ascending) whose value in the column passes the rule (`ok`, `count`),
+        shared by the webhooks that start from the same rule."""
+        rows = self.first_rows.get((position, rule))
+        if rows is not None:
+            return rows
+        values = self.column(position)
+        if count * 4 > len(values):  # most rows: one pass over the column
+            rows = list(compress(range(len(values)), map(ok.__contains__, values)))
+        else:
+            where = self.where.get(position)
+            if where is None:
+                where = self.where[position] = {}
+                for i, value in enumerate(values):
+                    held = where.get(value)
+                    if held is None:
+                        where[value] = [i]
+                    else:
+                        held.append(i)
+            rows = sorted(chain.from_iterable(map(where.__getitem__, ok)))
+        self.first_rows[(position, rule)] = rows
+        return rows
+
+
+def _comparison(
+    rule: Rule, numbers: list[int], texts: list[str], running: list[int]
+) -> tuple[frozenset[str], int]:
+    """A comparison's passing values: a slice of the column's values sorted by number."""
+    bound = rule.value
+    if rule.operator == "gt":
+        start, stop = bisect_right(numbers, bound), len(numbers)
+    elif rule.operator == "gte":
+        start, stop = bisect_left(numbers, bound), len(numbers)
+    elif rule.operator == "lt":
+        start, stop = 0, bisect_left(numbers, bound)
+    else:  # lte
+        start, stop = 0, bisect_right(numbers, bound)
+    return frozenset(texts[start:stop]), running[stop] - running[start]
 
 
 def rules_from(conditions: Iterable[tuple[str, str, object]]) -> list[Rule]:
