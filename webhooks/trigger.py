@@ -100,66 +100,108 @@ def webhooks_trigger(layout: Layout, stored: list[StoredRecord]) -> None:
         _fire(compiled, [[stored[i].id for i in matched] for matched in found])
 
 
+@dataclass(frozen=True, slots=True)
+class BatchMatches:
+    """What one batch matched, against the webhooks `compiled` at the time.
+
+    `lines[k]` are the file lines that `compiled[k]` matched; `pairs`, when asked for, the
+    same as two PostgreSQL array literals (lines, webhook ids) ordered by line, the order
+    in which the batch's records are inserted and come back from RETURNING.
+    """
+
+    compiled: list[CompiledWebhook]
+    lines: list[list[int]]
+    pairs: tuple[str, str] | None = None
+
+    @classmethod
+    def of(
+        cls, compiled: list[CompiledWebhook], rows: Sequence[Any], *, pairs: bool
+    ) -> BatchMatches:
+        if not compiled:
+            return cls(compiled, [])
+        found = match_batch([hook.match for hook in compiled], [row.values for row in rows])
+        lines = [[rows[i].line for i in matched] for matched in found]
+        if not pairs:
+            return cls(compiled, lines)
+        # One int per pair, row index first: sorting them orders the pairs by line.
+        width = len(compiled).bit_length()
+        keys = sorted(i << width | k for k, matched in enumerate(found) for i in matched)
+        mask = (1 << width) - 1
+        ids = [hook.id for hook in compiled]
+        return cls(
+            compiled,
+            lines,
+            (
+                _array(rows[key >> width].line for key in keys),
+                _array(ids[key & mask] for key in keys),
+            ),
+        )
+
+    def webhook_ids(self) -> list[int]:
+        """The webhooks that matched at least one row, in id order."""
+        pairs = zip(self.compiled, self.lines, strict=True)
+        return sorted(hook.id for hook, found in pairs if found)
+
+
 class WebhookTrigger:
     """`webhooks_trigger` for a file ingest, with the matching done ahead of time.
 
     `prepare` runs on the ingest's read-ahead thread (no database there): it matches the
     whole batch while the database is still storing the previous one. The call, in the
-    batch's transaction, then keeps the matches of the records that were new. If the
+    batch's transaction, then keeps the matches of the records that were new (on
+    PostgreSQL, `statement` does, inside the statement that stores the batch). If the
     webhooks changed in between, the batch is matched again, here, against the new ones.
     """
 
     def __init__(self) -> None:
         self.compiled: list[CompiledWebhook] = []
+        self.postgres = connection.vendor == "postgresql"
 
     def refresh(self, layout: Layout) -> None:
         self.compiled = webhooks_compiled(layout)
 
-    def prepare(self, layout: Layout, rows: Sequence[Any]) -> Any:
-        compiled = self.compiled
-        if not compiled:
-            return compiled, []
-        found = match_batch([hook.match for hook in compiled], [row.values for row in rows])
-        return compiled, [[rows[i].line for i in matched] for matched in found]
+    def prepare(self, layout: Layout, rows: Sequence[Any]) -> BatchMatches:
+        return BatchMatches.of(self.compiled, rows, pairs=self.postgres)
+
+    def _current(self, layout: Layout, rows: Sequence[Any], prepared: Any) -> BatchMatches:
+        """`prepared`, or the batch matched again if the webhooks changed since."""
+        self.refresh(layout)
+        if isinstance(prepared, BatchMatches) and prepared.compiled is self.compiled:
+            return prepared
+        return self.prepare(layout, rows)
 
     def __call__(self, layout: Layout, stored: list[StoredRecord], prepared: Any = None) -> None:
         self.refresh(layout)
-        if prepared is None or prepared[0] is not self.compiled:
+        if not isinstance(prepared, BatchMatches) or prepared.compiled is not self.compiled:
             webhooks_trigger(layout, stored)
             return
-        compiled, lines = prepared
-        if not compiled:
-            return
         ids = {record.line: record.id for record in stored}
-        _fire(compiled, [[ids[n] for n in matched if n in ids] for matched in lines])
+        _fire(
+            prepared.compiled,
+            [[ids[n] for n in matched if n in ids] for matched in prepared.lines],
+        )
 
     def statement(self, layout: Layout, rows: Sequence[Any], prepared: Any) -> StatementTail | None:
         """PostgreSQL: the batch's deliveries and statistics as part of the statement that
         stores it (None when no row matches), so the new records never come back to Python.
 
         Called in the batch's transaction before the INSERT; locks the matched webhooks'
-        rows first, in id order, as `_hits_add` does.
+        rows first, in id order, as `_hits_add` does, and leaves out any deleted meanwhile.
         """
-        self.refresh(layout)
-        if prepared is None or prepared[0] is not self.compiled:
-            prepared = self.prepare(layout, rows)  # the webhooks changed: match again, here
-        compiled, lines = prepared
-        matched = {hook.id: found for hook, found in zip(compiled, lines, strict=True) if found}
-        if not matched:
+        matches = self._current(layout, rows, prepared)
+        matched = matches.webhook_ids()
+        if not matched or matches.pairs is None:
             return None
-        live = _webhooks_lock(sorted(matched))
-        pair_lines: list[str] = []
-        pair_hooks: list[str] = []
-        for webhook_id in sorted(live):
-            found = matched[webhook_id]
-            pair_lines.append(",".join(map(str, found)))
-            pair_hooks.append(",".join([str(webhook_id)] * len(found)))
-        if not pair_lines:
+        live = _webhooks_lock(matched)
+        if not live:
             return None
+        gone = sorted(set(matched) - live)
         skipped = webhooks_license_problem() is not None
         now = timezone.now()
         insert, insert_params = _deliveries_insert_sql(
-            "(SELECT m.webhook_id, ins.id AS cdr_id FROM m JOIN ins USING (line)) AS p",
+            "(SELECT m.webhook_id, ins.id AS cdr_id FROM m JOIN ins USING (line)"
+            + (" WHERE m.webhook_id <> ALL(%s::bigint[])" if gone else "")
+            + ") AS p",
             now,
             skipped=skipped,
         )
@@ -171,12 +213,7 @@ class WebhookTrigger:
             " FROM (SELECT webhook_id, count(*) AS n FROM d GROUP BY webhook_id) AS c"
             " WHERE w.id = c.webhook_id)"
         )
-        params = [
-            "{" + ",".join(pair_lines) + "}",  # already joined per webhook
-            "{" + ",".join(pair_hooks) + "}",
-            *insert_params,
-            now,
-        ]
+        params = [*matches.pairs, *insert_params, *([_array(gone)] if gone else []), now]
         if skipped:
             return StatementTail(ctes, ", (SELECT count(*) FROM d)", params, _ignore)
         return StatementTail(ctes, ", (SELECT array_agg(id) FROM d)", params, _enqueue_after_commit)
@@ -282,7 +319,7 @@ def _delivery_defaults(now: Any, skipped: bool) -> dict[str, Any]:
 
 def _deliveries_insert_sql(pairs: str, now: Any, *, skipped: bool) -> tuple[str, list[Any]]:
     """PostgreSQL: the INSERT of one event delivery per row of `pairs` (a FROM item with
-    columns webhook_id and cdr_id, without placeholders), and its parameters.
+    columns webhook_id and cdr_id), and its parameters, which those of `pairs` follow.
 
     Event ids are msg_ + 32 hex digits, like `new_event_id`'s: the delivery's own id in 16,
     which makes them unique without an index, then 16 random ones drawn once per statement,
