@@ -7,6 +7,8 @@ the locking delete must keep them consistent either way round.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,32 @@ def stored_cdr_id(tmp_path: Path) -> int:
     path.write_bytes(cdr_text([cdr_row(pkid='"p1"')]))
     cdr_file_ingest(path=path, source="replay", evaluate_webhooks=False)
     return Cdr.objects.get().pk
+
+
+@contextmanager
+def deleted_while_locked(webhook: Webhook) -> Iterator[None]:
+    """Another connection locks the webhook's row, lets the block start, and deletes the
+    webhook 0.3 s later; the block's own lock on that row waits for the delete."""
+    holding, release = threading.Event(), threading.Event()
+
+    def delete_slowly() -> None:
+        try:
+            with transaction.atomic():
+                list(Webhook.objects.select_for_update().filter(pk=webhook.pk).values_list("pk"))
+                holding.set()
+                release.wait(5)
+                Webhook.objects.filter(pk=webhook.pk).delete()
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete_slowly)
+    deleter.start()
+    holding.wait(5)
+    threading.Timer(0.3, release.set).start()
+    try:
+        yield
+    finally:
+        deleter.join(10)
 
 
 @pytest.mark.django_db
@@ -93,23 +121,7 @@ def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -
     cdr_id = stored_cdr_id(tmp_path)
     gone = Webhook.objects.create(name="gone", url="http://192.0.2.1/a")
     kept = Webhook.objects.create(name="kept", url="http://192.0.2.1/b")
-    holding, release = threading.Event(), threading.Event()
-
-    def delete_slowly() -> None:
-        try:
-            with transaction.atomic():
-                list(Webhook.objects.select_for_update().filter(pk=gone.pk).values_list("pk"))
-                holding.set()
-                release.wait(5)
-                Webhook.objects.filter(pk=gone.pk).delete()
-        finally:
-            connections.close_all()
-
-    deleter = threading.Thread(target=delete_slowly)
-    deleter.start()
-    holding.wait(5)
-    threading.Timer(0.3, release.set).start()
-    with transaction.atomic():
+    with deleted_while_locked(gone), transaction.atomic():
         trigger._fire(
             [
                 trigger.CompiledWebhook(gone.pk, "gone", lambda row: True),
@@ -117,7 +129,6 @@ def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -
             ],
             [[cdr_id], [cdr_id]],
         )
-    deleter.join(10)
     assert list(Delivery.objects.values_list("webhook__name", flat=True)) == ["kept"]
     kept.refresh_from_db()
     assert kept.hit_count == 1
@@ -132,26 +143,10 @@ def test_an_ingest_batch_skips_a_webhook_deleted_before_its_deliveries_are_made(
     matched webhooks are locked first, and one deleted meanwhile gets nothing."""
     gone = Webhook.objects.create(name="gone", url="http://192.0.2.1/a")
     kept = Webhook.objects.create(name="kept", url="http://192.0.2.1/b")
-    holding, release = threading.Event(), threading.Event()
-
-    def delete_slowly() -> None:
-        try:
-            with transaction.atomic():
-                list(Webhook.objects.select_for_update().filter(pk=gone.pk).values_list("pk"))
-                holding.set()
-                release.wait(5)
-                Webhook.objects.filter(pk=gone.pk).delete()
-        finally:
-            connections.close_all()
-
-    deleter = threading.Thread(target=delete_slowly)
-    deleter.start()
-    holding.wait(5)
-    threading.Timer(0.3, release.set).start()
     path = tmp_path / "cdr_C_01_202001010000_1"
     path.write_bytes(cdr_text([cdr_row(pkid='"p1"'), cdr_row(pkid='"p2"')]))
-    record = cdr_file_ingest(path=path, source="replay")
-    deleter.join(10)
+    with deleted_while_locked(gone):
+        record = cdr_file_ingest(path=path, source="replay")
     assert record.stored_count == 2
     assert sorted(Delivery.objects.values_list("webhook__name", "cdr__pkid")) == [
         ("kept", "p1"),
