@@ -18,6 +18,7 @@ from webhooks.http import url_problem
 from webhooks.matching import ConditionError, field_kind, validate_condition
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.payload import delivery_body_preview
+from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
 from webhooks.validation import header_errors
 
@@ -112,8 +113,21 @@ class WebhookForm(forms.ModelForm):
         model = Webhook
         fields = ["name", "url", "enabled", "meta"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # credentials in the stored URL are never put on the page
+            self.initial["url"] = url_redacted(self.instance.url)
+            self.fields[
+                "url"
+            ].help_text = f"credentials in the URL are shown as {MASK}; leave them so to keep them"
+
     def clean_url(self) -> str:
-        url = self.cleaned_data["url"]
+        try:
+            url = url_restored(
+                self.cleaned_data["url"], stored=self.instance.url if self.instance.pk else None
+            )
+        except MaskedUrl as exc:
+            raise forms.ValidationError(str(exc)) from exc
         problem = url_problem(url)
         if problem:
             raise forms.ValidationError(problem)
@@ -173,7 +187,8 @@ class WebhookAdmin(admin.ModelAdmin):
 
     @admin.display(description="destination")
     def destination(self, obj: Webhook) -> str:
-        return obj.url if len(obj.url) <= 60 else obj.url[:57] + "…"
+        url = url_redacted(obj.url)
+        return url if len(url) <= 60 else url[:57] + "…"
 
     @admin.display(description="signing secret")
     def signing(self, obj: Webhook) -> str:
@@ -221,7 +236,7 @@ class WebhookAdmin(admin.ModelAdmin):
             else:
                 self.message_user(
                     request,
-                    f"{webhook.name}: {attempt.error or attempt.status_code}",
+                    f"{webhook.name}: {text_redacted(attempt.error) or attempt.status_code}",
                     messages.ERROR,
                 )
 
@@ -250,10 +265,18 @@ class AttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = [
-        "number", "trigger", "started_at", "status_code", "latency_ms", "error_class", "error",
-        "request_headers", "response_body",
+        "number", "trigger", "started_at", "destination", "status_code", "latency_ms",
+        "error_class", "error_shown", "request_headers", "response_body",
     ]  # fmt: skip
     readonly_fields = fields
+
+    @admin.display(description="url")
+    def destination(self, obj: DeliveryAttempt) -> str:
+        return url_redacted(obj.url)
+
+    @admin.display(description="error")
+    def error_shown(self, obj: DeliveryAttempt) -> str:
+        return text_redacted(obj.error)
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -272,10 +295,10 @@ class DeliveryAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [
         "webhook", "cdr_link", "kind", "event_id", "status", "reason", "attempt_count",
-        "next_attempt_at", "last_status_code", "last_error", "created_at", "finished_at",
+        "next_attempt_at", "last_status_code", "last_error_shown", "created_at", "finished_at",
         "body_shown",
     ]  # fmt: skip
-    exclude = ["cdr", "claimed_until", "schedule_start"]
+    exclude = ["cdr", "claimed_until", "schedule_start", "last_error"]
     actions = ["redeliver"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -286,8 +309,12 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def short_error(self, obj: Delivery) -> str:
-        text = obj.last_error or obj.reason
+        text = text_redacted(obj.last_error or obj.reason)
         return text if len(text) <= 60 else text[:57] + "…"
+
+    @admin.display(description="last error")
+    def last_error_shown(self, obj: Delivery) -> str:
+        return text_redacted(obj.last_error)
 
     @admin.display(description="body")
     def body_shown(self, obj: Delivery) -> str:

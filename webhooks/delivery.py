@@ -34,14 +34,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from licensing.gating import webhooks_license_problem
-from webhooks import http
+from webhooks import http, redaction
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import StoredCdr, payload_body, stored_cdrs
 
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
-MASK = "••••••"
+MASK = redaction.MASK
 JITTER = 0.2
 MAX_RETRY_AFTER = 24 * 3600
 

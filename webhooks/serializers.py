@@ -19,6 +19,7 @@ from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
 from webhooks.operations import DRY_RUN_DEFAULT_LIMIT, DRY_RUN_MAX_LIMIT, REDELIVERABLE
 from webhooks.payload import delivery_body_preview
+from webhooks.redaction import text_redacted, url_redacted
 
 _SCALAR = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
 
@@ -45,6 +46,40 @@ class ConditionValueField(serializers.JSONField):
 class MaskedValueField(serializers.CharField):
     def to_representation(self, value: object) -> str:
         return MASK
+
+
+def _staff_reader(field: serializers.Field) -> bool:
+    """Whether the API caller is staff; a serializer used without a request is (the admin,
+    a service)."""
+    request = field.context.get("request")
+    return request is None or bool(request.user and request.user.is_staff)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "nullable": True,
+        "description": f"The destination with credentials masked (`{MASK}` for userinfo and "
+        "secret-looking query parameters); null for users who are not staff",
+    }
+)
+class DestinationField(serializers.Field):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: str) -> str | None:
+        return url_redacted(value) if _staff_reader(self) else None
+
+
+@extend_schema_field({"type": "string"})
+class RedactedTextField(serializers.Field):
+    """An error text, with any URL credentials in it masked."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: str) -> str:
+        return text_redacted(value or "")
 
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
@@ -83,6 +118,7 @@ class WebhookSerializer(serializers.ModelSerializer):
     conditions = ConditionSerializer(many=True, read_only=True)
     headers = HeaderSerializer(many=True, read_only=True)
     meta = MetaField(read_only=True, help_text="Sent under the payload's `meta` key")
+    url = DestinationField()
     has_secret = serializers.SerializerMethodField()
 
     class Meta:
@@ -130,7 +166,11 @@ class WebhookWriteSerializer(serializers.Serializer):
     """A webhook definition as written: conditions and headers replace the stored ones."""
 
     name = serializers.CharField(max_length=100)
-    url = serializers.CharField(max_length=2000, help_text="http:// or https:// destination")
+    url = serializers.CharField(
+        max_length=2000,
+        help_text=f"http:// or https:// destination; its masked form (with `{MASK}`) sent back "
+        "unchanged keeps the stored URL",
+    )
     enabled = serializers.BooleanField(default=True)
     meta = MetaField(default=dict, help_text="A JSON object sent under the payload's `meta` key")
     conditions = ConditionListField(
@@ -219,6 +259,9 @@ class WebhookErrorsSerializer(serializers.Serializer):
 
 
 class AttemptSerializer(serializers.ModelSerializer):
+    url = DestinationField()
+    error = RedactedTextField()
+
     class Meta:
         model = DeliveryAttempt
         fields = [
@@ -245,6 +288,7 @@ class AttemptSerializer(serializers.ModelSerializer):
 class DeliverySerializer(serializers.ModelSerializer):
     webhook_name = serializers.CharField(source="webhook.name", read_only=True)
     attempts = AttemptSerializer(many=True, read_only=True)
+    last_error = RedactedTextField()
 
     class Meta:
         model = Delivery

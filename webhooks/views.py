@@ -33,6 +33,7 @@ from licensing.gating import require_webhooks_license
 from webhooks.filters import DeliveryFilter, WebhookFilter
 from webhooks.models import Delivery, Webhook
 from webhooks.operations import cdrs_dry_run, deliveries_redeliver
+from webhooks.redaction import MaskedUrl, url_restored
 from webhooks.serializers import (
     AttemptSerializer,
     BulkRedeliverResultSerializer,
@@ -168,6 +169,15 @@ class WebhookViewSet(viewsets.ModelViewSet):
         # Read back: conditions and headers were replaced under any prefetched copy.
         return self.get_queryset().get(pk=saved.pk), secret
 
+    @staticmethod
+    def _url(given: dict[str, Any], webhook: Webhook | None) -> str:
+        """The URL to save: one sent back masked and unchanged keeps the stored URL."""
+        stored = webhook.url if webhook is not None else None
+        try:
+            return url_restored(given.get("url", stored), stored=stored)
+        except MaskedUrl as exc:
+            raise ValidationError({"url": [str(exc)]}) from exc
+
     def _saved(self, webhook: Webhook, secret: str | None, code: int) -> Response:
         body = WebhookSavedSerializer(webhook, context=self.get_serializer_context()).data
         body["secret"] = secret
@@ -183,6 +193,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
         body = WebhookWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = {**body.validated_data}
+        data["url"] = self._url(data, None)
         data.setdefault("secret", None)
         webhook, secret = self._save(data, None)
         return self._saved(webhook, secret, status.HTTP_201_CREATED)
@@ -203,7 +214,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
         given = body.validated_data
         data = {
             "name": given.get("name", webhook.name),
-            "url": given.get("url", webhook.url),
+            "url": self._url(given, webhook),
             "enabled": given.get("enabled", webhook.enabled),
             "meta": given.get("meta", webhook.meta),
             "conditions": given.get("conditions"),
@@ -242,7 +253,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
         attempt = webhook_test_send(webhook=webhook, cdr=body.validated_data.get("cdr_id"))
         if attempt is None:
             raise NotSent()
-        return Response(AttemptSerializer(attempt).data)
+        return Response(AttemptSerializer(attempt, context=self.get_serializer_context()).data)
 
     @extend_schema(
         summary="Count which stored CDRs the conditions match",
