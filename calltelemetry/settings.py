@@ -225,6 +225,23 @@ WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = config.read(
 )
 WEBHOOK_ALLOWED_NETWORKS = config.read(env, "WEBHOOK_ALLOWED_NETWORKS", "", config.networks)
 
+# --- Metrics (/metrics) ------------------------------------------------------------------
+
+
+def _metrics_token(raw: str) -> str:
+    token = raw.strip()
+    if token and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ValueError("use at least 16 characters and no spaces, or leave it empty")
+    return token
+
+
+# Prometheus sends it as `Authorization: Bearer <token>` (its `authorization: credentials`).
+METRICS_TOKEN: str = config.read(env, "METRICS_TOKEN", "", _metrics_token)
+# Sources that may scrape without a token; requests forwarded by a proxy never count.
+METRICS_ALLOWED_NETWORKS = config.read(
+    env, "METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128", config.networks
+)
+
 # --- License ----------------------------------------------------------------------------
 LICENSE_PUBLIC_KEYS: dict[str, str] | None = config.read(
     env, "LICENSE_PUBLIC_KEYS", "", config.public_keys

@@ -196,7 +196,7 @@ def test_ingest_lag_per_cluster(activity: Webhook, client: Client) -> None:
     assert all(120 <= age < 130 for age in ages.values())
 
 
-def test_metrics_leak_no_secret_and_need_no_login(activity: Webhook, client: Client) -> None:
+def test_metrics_leak_no_secret_and_need_no_login_from_loopback(activity: Webhook, client: Client) -> None:
     text = client.get("/metrics").content.decode()
     for secret in ("url-secret", "header-secret", activity.secret, "crm.example.com"):
         assert secret not in text
