@@ -56,6 +56,13 @@ class DatabaseCollector(Collector):
         )
         beat.add_metric([], float("nan") if age is None else age)
         yield beat
+        age = health.watcher_heartbeat_age()
+        watcher = GaugeMetricFamily(
+            "calltelemetry_watcher_heartbeat_age_seconds",
+            "Seconds since the drop-folder watcher last completed a scan (NaN: never)",
+        )
+        watcher.add_metric([], float("nan") if age is None else age)
+        yield watcher
 
     def _ingest(self, now: datetime) -> Iterator[Metric]:
         # The per-file counts, not COUNT(*) over the record tables: that is a full scan on

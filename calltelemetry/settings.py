@@ -193,6 +193,11 @@ CDR_INCOMING_DIR: Path = config.read(
 # A file is claimed only once its size and mtime have not changed for this long.
 CDR_SETTLE_SECONDS: float = config.read(env, "CDR_SETTLE_SECONDS", "2", config.positive_float)
 CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.positive_float)
+# /healthz (and the `make run` supervisor) call the watcher stalled when it has not completed
+# a scan with a database round trip for this long; 0: this deployment runs no watcher.
+WATCHER_STALE_SECONDS: float = config.read(
+    env, "WATCHER_STALE_SECONDS", "60", config.non_negative_float
+)
 # PostgreSQL batches go through COPY; SQLite's are bound parameters (at most 32,766).
 _batch = "5000" if DATABASES["default"]["ENGINE"].endswith("postgresql") else "1000"
 CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", _batch, config.non_negative_int) or 1000
