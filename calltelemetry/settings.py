@@ -193,6 +193,11 @@ CDR_INCOMING_DIR: Path = config.read(
 # A file is claimed only once its size and mtime have not changed for this long.
 CDR_SETTLE_SECONDS: float = config.read(env, "CDR_SETTLE_SECONDS", "2", config.positive_float)
 CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.positive_float)
+# Seconds one file's ingest may run (a 1 GiB file takes a few minutes at the measured
+# rates); past it the task is interrupted and retried later, up to 5 attempts.
+CDR_INGEST_TIME_LIMIT: float = config.read(
+    env, "CDR_INGEST_TIME_LIMIT", "1800", config.positive_float
+)
 # /healthz (and the `make run` supervisor) call the watcher stalled when it has not completed
 # a scan with a database round trip for this long; 0: this deployment runs no watcher.
 WATCHER_STALE_SECONDS: float = config.read(
