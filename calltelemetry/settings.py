@@ -276,6 +276,9 @@ elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "pyam
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps reconnecting to a restarted broker for as long as it takes (Celery's default
+# gives up after 100 attempts, about 50 minutes, and exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
