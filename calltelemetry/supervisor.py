@@ -7,9 +7,11 @@ stops every process it started.
 
 A child that dies is started again after a back-off that doubles with each quick death
 (1 s, 2 s, 4 s … at most 60 s; a child that ran for a minute starts again at 1 s), so one
-crash does not stop the appliance and a crash loop does not burn the CPU. A watcher whose
-heartbeat goes stale (WATCHER_STALE_SECONDS) is alive but stuck: it is stopped and started
-again the same way. Every restart is logged with its reason.
+crash does not stop the appliance and a crash loop does not burn the CPU. A live child can
+be stuck too: the watcher when its heartbeat goes stale (WATCHER_STALE_SECONDS), the worker
+that runs the periodic sweeper when the sweeper's heartbeat does (SWEEPER_STUCK_AFTER, e.g.
+every process hung on a receiver). It is stopped and started again the same way. Every
+restart is logged with its reason.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ BACKOFF_MAX = 60.0
 # A child that ran this long before dying was healthy: its next restart is immediate again.
 STABLE_AFTER = 60.0
 STOP_TIMEOUT = 15.0
+# The sweeper runs every 2 s between other tasks that last under a minute each: two minutes
+# without it means the worker that serves the `celery` queue is stuck.
+SWEEPER_STUCK_AFTER = 120.0
 
 # (queues, concurrency) per worker pool. Ingest is CPU-bound and gets one process of the two
 # cores; deliveries wait on the network and must never queue behind a file.
@@ -192,6 +197,24 @@ def watcher_stuck(child: Child) -> str | None:
     return watcher_stalled()
 
 
+def sweeper_stuck(child: Child) -> str | None:
+    from calltelemetry.health import heartbeat_age
+
+    if child.uptime() < SWEEPER_STUCK_AFTER:
+        return None
+    age = heartbeat_age()
+    if age is not None and age <= SWEEPER_STUCK_AFTER:
+        return None
+    return f"the periodic sweeper has not run for {SWEEPER_STUCK_AFTER:.0f} s"
+
+
+# Which check tells that a live child is stuck; "worker" serves the `celery` queue.
+STUCK_CHECKS: dict[str, Callable[[Child], str | None]] = {
+    "watcher": watcher_stuck,
+    "worker": sweeper_stuck,
+}
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "calltelemetry.settings")
     django.setup()
@@ -204,7 +227,7 @@ def main() -> int:
 
     supervisor = Supervisor(
         [
-            Child(name, command, watcher_stuck if name == "watcher" else None)
+            Child(name, command, STUCK_CHECKS.get(name))
             for name, command in commands(settings.PORT).items()
         ]
     )

@@ -10,8 +10,22 @@ from typing import Any
 
 import pytest
 
-from calltelemetry.health import watcher_heartbeat, watcher_heartbeat_path
-from calltelemetry.supervisor import WORKER_POOLS, Child, Supervisor, commands, watcher_stuck
+from calltelemetry import supervisor as supervisor_module
+from calltelemetry.health import (
+    beat_heartbeat,
+    heartbeat_path,
+    watcher_heartbeat,
+    watcher_heartbeat_path,
+)
+from calltelemetry.supervisor import (
+    STUCK_CHECKS,
+    WORKER_POOLS,
+    Child,
+    Supervisor,
+    commands,
+    sweeper_stuck,
+    watcher_stuck,
+)
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -91,6 +105,27 @@ def test_a_watcher_is_stuck_when_its_heartbeat_goes_stale(tmp_path: Path, settin
     assert "stale after 10 s" in (watcher_stuck(watcher) or "")
     settings.WATCHER_STALE_SECONDS = 0
     assert watcher_stuck(watcher) is None
+
+
+def test_the_worker_is_stuck_when_the_sweeper_stops(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.DATA_DIR = tmp_path
+    monkeypatch.setattr(supervisor_module, "SWEEPER_STUCK_AFTER", 10.0)
+    worker = Child("worker", SLEEP)
+    worker.started_at = time.monotonic() - 30
+    assert "sweeper has not run for 10 s" in (sweeper_stuck(worker) or "")
+    beat_heartbeat()
+    assert sweeper_stuck(worker) is None
+    old = time.time() - 20
+    os.utime(heartbeat_path(), (old, old))
+    assert sweeper_stuck(worker) is not None
+    worker.started_at = time.monotonic()
+    assert sweeper_stuck(worker) is None  # just started: give the sweeper time to run
+    # The pool that serves the sweeper's `celery` queue is the one watched.
+    queues = commands(8000)["worker"]
+    assert "celery" in queues[queues.index("--queues") + 1].split(",")
+    assert STUCK_CHECKS == {"watcher": watcher_stuck, "worker": sweeper_stuck}
 
 
 def test_make_run_serves_ingest_and_deliveries_from_separate_worker_pools() -> None:
