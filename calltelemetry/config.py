@@ -40,6 +40,13 @@ def positive_float(raw: str) -> float:
     return value
 
 
+def non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be 0 or a positive number")
+    return value
+
+
 def port(raw: str) -> int:
     value = int(raw)
     if not 0 < value < 65536:

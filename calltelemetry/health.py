@@ -1,10 +1,15 @@
-"""Liveness of the parts an operator cares about: database, broker, beat.
+"""Liveness of the parts an operator cares about: database, broker, beat, watcher.
 
 Beat freshness is a heartbeat file, `DATA_DIR/beat-heartbeat`, touched by the periodic
 sweeper task (scheduled by beat every 2 s, run by a worker). A fresh file therefore proves
 the whole chain beat → broker → worker runs, in whichever process or container did it; a
 file (not a cache or a table) works the same on SQLite and PostgreSQL, and needs only that
-web and workers share DATA_DIR, as they already do for the drop folder and the broker.
+web and workers share DATA_DIR (docker-compose.yml mounts one volume there for all).
+
+The drop-folder watcher touches `DATA_DIR/watcher-heartbeat` after every scan that also
+reached the database, so a watcher that is stopped, hung, or cut off from the database
+goes stale. A deployment without a watcher sets WATCHER_STALE_SECONDS=0 to skip that check
+(`make run` and docker-compose.yml always run one).
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ from calltelemetry.celery import app
 
 HEARTBEAT_NAME = "beat-heartbeat"
 HEARTBEAT_STALE_AFTER = 30.0
+WATCHER_HEARTBEAT_NAME = "watcher-heartbeat"
+
+
+def _age(path: Path) -> float | None:
+    try:
+        return max(0.0, time.time() - path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
 
 
 def heartbeat_path() -> Path:
@@ -33,10 +46,39 @@ def beat_heartbeat() -> None:
 
 def heartbeat_age() -> float | None:
     """Seconds since the sweeper last ran, or None if it never has."""
-    try:
-        return max(0.0, time.time() - heartbeat_path().stat().st_mtime)
-    except FileNotFoundError:
+    return _age(heartbeat_path())
+
+
+def watcher_heartbeat_path() -> Path:
+    return Path(settings.DATA_DIR) / WATCHER_HEARTBEAT_NAME
+
+
+def watcher_heartbeat() -> None:
+    """Record that the watcher just scanned the drop folder and reached the database."""
+    watcher_heartbeat_path().touch()
+
+
+def watcher_heartbeat_age() -> float | None:
+    """Seconds since the watcher's last complete round, or None if it never had one."""
+    return _age(watcher_heartbeat_path())
+
+
+def watcher_stalled() -> str | None:
+    """Why the watcher looks stopped or stuck, or None when it is fine (or not expected)."""
+    stale_after = settings.WATCHER_STALE_SECONDS
+    if not stale_after:
         return None
+    age = watcher_heartbeat_age()
+    if age is None:
+        return (
+            "the drop-folder watcher has never completed a scan (is manage.py watch_cdr running?)"
+        )
+    if age > stale_after:
+        return (
+            f"the drop-folder watcher last completed a scan {age:.0f} s ago (stale after "
+            f"{stale_after:.0f} s): it is stopped, hung, or cannot reach the database"
+        )
+    return None
 
 
 def _database() -> tuple[bool, str]:
@@ -69,8 +111,22 @@ def _beat() -> tuple[bool, str]:
     return True, f"the sweeper ran {age:.1f} s ago"
 
 
+def _watcher() -> tuple[bool, str]:
+    problem = watcher_stalled()
+    if problem is not None:
+        return False, problem
+    if not settings.WATCHER_STALE_SECONDS:
+        return True, "not checked (WATCHER_STALE_SECONDS=0: no watcher in this deployment)"
+    return True, f"the watcher completed a scan {watcher_heartbeat_age() or 0:.1f} s ago"
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _database(), "broker": _broker(), "beat": _beat()}
+    checks = {
+        "database": _database(),
+        "broker": _broker(),
+        "beat": _beat(),
+        "watcher": _watcher(),
+    }
     healthy = all(ok for ok, _ in checks.values())
     body = {
         "status": "ok" if healthy else "down",

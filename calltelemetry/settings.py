@@ -193,6 +193,16 @@ CDR_INCOMING_DIR: Path = config.read(
 # A file is claimed only once its size and mtime have not changed for this long.
 CDR_SETTLE_SECONDS: float = config.read(env, "CDR_SETTLE_SECONDS", "2", config.positive_float)
 CDR_WATCH_INTERVAL: float = config.read(env, "CDR_WATCH_INTERVAL", "1", config.positive_float)
+# Seconds one file's ingest may run (a 1 GiB file takes a few minutes at the measured
+# rates); past it the task is interrupted and retried later, up to 5 attempts.
+CDR_INGEST_TIME_LIMIT: float = config.read(
+    env, "CDR_INGEST_TIME_LIMIT", "1800", config.positive_float
+)
+# /healthz (and the `make run` supervisor) call the watcher stalled when it has not completed
+# a scan with a database round trip for this long; 0: this deployment runs no watcher.
+WATCHER_STALE_SECONDS: float = config.read(
+    env, "WATCHER_STALE_SECONDS", "60", config.non_negative_float
+)
 # PostgreSQL batches go through COPY; SQLite's are bound parameters (at most 32,766).
 _batch = "5000" if DATABASES["default"]["ENGINE"].endswith("postgresql") else "1000"
 CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", _batch, config.non_negative_int) or 1000
@@ -225,6 +235,23 @@ WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = config.read(
 )
 WEBHOOK_ALLOWED_NETWORKS = config.read(env, "WEBHOOK_ALLOWED_NETWORKS", "", config.networks)
 
+# --- Metrics (/metrics) ------------------------------------------------------------------
+
+
+def _metrics_token(raw: str) -> str:
+    token = raw.strip()
+    if token and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ValueError("use at least 16 characters and no spaces, or leave it empty")
+    return token
+
+
+# Prometheus sends it as `Authorization: Bearer <token>` (its `authorization: credentials`).
+METRICS_TOKEN: str = config.read(env, "METRICS_TOKEN", "", _metrics_token)
+# Sources that may scrape without a token; requests forwarded by a proxy never count.
+METRICS_ALLOWED_NETWORKS = config.read(
+    env, "METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128", config.networks
+)
+
 # --- License ----------------------------------------------------------------------------
 LICENSE_PUBLIC_KEYS: dict[str, str] | None = config.read(
     env, "LICENSE_PUBLIC_KEYS", "", config.public_keys
@@ -249,6 +276,9 @@ elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://", "pyam
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps reconnecting to a restarted broker for as long as it takes (Celery's default
+# gives up after 100 attempts, about 50 minutes, and exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

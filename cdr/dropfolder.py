@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -72,14 +73,16 @@ class Scanner:
             if not is_candidate(entry.name):
                 continue
             try:
-                if not entry.is_file(follow_symlinks=False):
+                # Symbolic links are claimed too, so that the ingest refuses them with a
+                # reason instead of leaving them in the folder unexplained.
+                if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
                     continue
-                stat = entry.stat(follow_symlinks=False)
+                info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            signature = (stat.st_size, stat.st_mtime_ns)
+            signature = (info.st_size, info.st_mtime_ns)
             current[entry.name] = signature
-            settled = now - stat.st_mtime >= settings.CDR_SETTLE_SECONDS
+            settled = now - info.st_mtime >= settings.CDR_SETTLE_SECONDS
             stable = not require_stable or self.seen.get(entry.name) == signature
             if settled and stable:
                 ready.append(Path(entry.path))
@@ -140,25 +143,50 @@ def queued_file_ingest(*, file_id: int) -> CdrFile | None:
         return None
     cdr_file = CdrFile.objects.get(pk=file_id)
     path = Path(cdr_file.path)
-    if not path.is_file():
-        cdr_file.status = CdrFile.Status.FAILED
-        cdr_file.error = f"the queued file {path} is gone"
-        cdr_file.finished_at = timezone.now()
-        cdr_file.lease_until = None
-        cdr_file.save()
-        return cdr_file
-    if cdr_file.attempts > MAX_ATTEMPTS:
-        cdr_file.status = CdrFile.Status.FAILED
-        cdr_file.error = f"gave up after {MAX_ATTEMPTS} attempts; see the worker log"
-        cdr_file.lease_until = None
-        cdr_file.finished_at = timezone.now()
-        cdr_file.save()
+    try:
+        refusal = file_refusal(path)
+    except FileNotFoundError:
+        return _file_fail(cdr_file, f"the queued file {path} is gone")
+    if refusal is None and cdr_file.attempts > MAX_ATTEMPTS:
+        refusal = f"gave up after {MAX_ATTEMPTS} attempts; see the worker log"
+    if refusal is not None:
+        _file_fail(cdr_file, refusal)
     else:
         cdr_file = cdr_file_ingest(
             path=path, source=cdr_file.source, name=cdr_file.name, cdr_file=cdr_file
         )
     _file_retire(cdr_file)
     return cdr_file
+
+
+def _file_fail(cdr_file: CdrFile, reason: str) -> CdrFile:
+    cdr_file.status = CdrFile.Status.FAILED
+    cdr_file.error = reason
+    cdr_file.lease_until = None
+    cdr_file.finished_at = timezone.now()
+    cdr_file.save()
+    return cdr_file
+
+
+def file_refusal(path: Path) -> str | None:
+    """Why the file at ``path`` must not be read, or None; raises FileNotFoundError.
+
+    Only a regular file with a single name is ours to read. A symbolic link or a hard link
+    in the drop folder is another file's content under our name (a link to /etc/shadow
+    would be parsed, and its fields could surface in errors), so it is refused from its
+    metadata alone (lstat), before anything opens it.
+    """
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return "refused without reading it: it is a symbolic link; drop the file itself"
+    if not stat.S_ISREG(info.st_mode):
+        return "refused without reading it: it is not a regular file"
+    if info.st_nlink > 1:
+        return (
+            f"refused without reading it: it is a hard link ({info.st_nlink} names share its "
+            "content); drop a copy of the file, not a link"
+        )
+    return None
 
 
 def _file_retire(cdr_file: CdrFile) -> None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -34,6 +35,16 @@ CLOCK_ROLLBACK_TOLERANCE = timedelta(days=1)
 # Advancing the high-water mark on every evaluation would be a write every few seconds per
 # process; its precision only needs to be far below the tolerance.
 HIGH_WATER_STEP = timedelta(minutes=1)
+# How far past the mark the clock may read and be remembered at once: an appliance that was
+# off or idle for less than this needs no proof that the time really passed.
+CLOCK_JUMP_TOLERANCE = timedelta(days=1)
+# A jump further ahead is remembered once the clock has run on from it this long, in step
+# with the monotonic clock: a glitch is corrected sooner, a real date is kept.
+CLOCK_JUMP_CONFIRM_AFTER = timedelta(days=1)
+# Wall and monotonic clocks may drift apart by NTP slewing (at most 500 ppm) and the
+# granularity of the readings.
+CLOCK_DRIFT_SECONDS = 60.0
+CLOCK_DRIFT_RATE = 0.001
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,31 @@ class LicenseInfo:
 _cache: tuple[float, LicenseInfo] | None = None
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """The system clock and the monotonic clock, read together."""
+
+    wall: datetime
+    monotonic: float
+
+    def steady_since(self, earlier: _Reading) -> bool:
+        """Whether the system clock moved like the monotonic clock since ``earlier``."""
+        elapsed = self.monotonic - earlier.monotonic
+        moved = (self.wall - earlier.wall).total_seconds()
+        return abs(moved - elapsed) <= CLOCK_DRIFT_SECONDS + CLOCK_DRIFT_RATE * elapsed
+
+
+# What this process has seen of the clock: its latest reading the mark took in, and the
+# first reading of a jump ahead that is not confirmed yet.
+_trusted: _Reading | None = None
+_jump: _Reading | None = None
+
+
 def license_cache_clear() -> None:
-    global _cache
+    """Forget the cached state and this process's clock readings."""
+    global _cache, _trusted, _jump
     _cache = None
+    _trusted = _jump = None
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
@@ -80,22 +113,47 @@ def connect_cache_invalidation() -> None:
     setting_changed.connect(_on_setting_changed, dispatch_uid="licensing.cache")
 
 
+def _jump_confirmed(reading: _Reading) -> bool:
+    """Whether a reading far ahead of the mark is real time that passed, by the monotonic
+    clock: it ran in step with the system clock since a reading the mark took in, or for
+    CLOCK_JUMP_CONFIRM_AFTER since the jump was first seen."""
+    global _jump
+    if _trusted is not None and reading.steady_since(_trusted):
+        return True
+    if _jump is None or not reading.steady_since(_jump):
+        logger.warning(
+            "System clock %s is more than a day ahead of the latest time seen; it is "
+            "remembered once it has kept running for a day",
+            format_time(reading.wall),
+        )
+        _jump = reading
+        return False
+    return reading.monotonic - _jump.monotonic >= CLOCK_JUMP_CONFIRM_AFTER.total_seconds()
+
+
 def license_clock(*, row: InstalledLicense, now: datetime) -> tuple[datetime, bool]:
     """The time to judge the license at, and whether the system clock looks rolled back.
 
-    The high-water mark only ever moves forward (one conditional UPDATE, so concurrent
-    processes cannot move it back), and the license is judged at the later of the two, so
-    setting the clock back never makes an expired license valid again.
+    The rule: the license is judged at the later of the clock and the high-water mark, the
+    latest time this appliance has *confirmed*; the mark only ever moves forward (one
+    conditional UPDATE, so concurrent processes cannot move it back). Hence setting the
+    clock back never makes an expired license valid again.
+
+    The mark takes in a reading at most CLOCK_JUMP_TOLERANCE (a day) past it at once. A
+    reading further ahead is judged at face value but not remembered until the monotonic
+    clock confirms that much time really passed: the system clock ran in step with it since
+    a reading the mark took in (the appliance was up all along), or for
+    CLOCK_JUMP_CONFIRM_AFTER since the jump (a date set after a long shutdown). So a clock
+    that jumps years ahead and is corrected within a day expires nothing for good; at worst
+    a jump of under a day is remembered, bringing an expiry forward by under a day.
     """
+    global _trusted, _jump
+    reading = _Reading(now, monotonic())
     high_water = row.clock_high_water
-    if high_water is None or now >= high_water + HIGH_WATER_STEP:
-        InstalledLicense.objects.filter(
-            Q(clock_high_water__isnull=True) | Q(clock_high_water__lt=now),
-            pk=row.pk,
-        ).update(clock_high_water=now)
-        return now, False
-    suspect = now < high_water - CLOCK_ROLLBACK_TOLERANCE
-    if suspect:
+    if high_water is not None and now < high_water + HIGH_WATER_STEP:
+        if now >= high_water - CLOCK_ROLLBACK_TOLERANCE:
+            _trusted, _jump = reading, None
+            return max(now, high_water), False
         logger.warning(
             "System clock %s is more than a day behind the latest time seen %s; "
             "judging the license at %s",
@@ -103,7 +161,14 @@ def license_clock(*, row: InstalledLicense, now: datetime) -> tuple[datetime, bo
             format_time(high_water),
             format_time(high_water),
         )
-    return max(now, high_water), suspect
+        return high_water, True
+    if high_water is None or now <= high_water + CLOCK_JUMP_TOLERANCE or _jump_confirmed(reading):
+        InstalledLicense.objects.filter(
+            Q(clock_high_water__isnull=True) | Q(clock_high_water__lt=now),
+            pk=row.pk,
+        ).update(clock_high_water=now)
+        _trusted, _jump = reading, None
+    return now, False
 
 
 def _describe(lic: License, state: State, now: datetime) -> str:

@@ -17,8 +17,8 @@ import yaml
 
 from tests.conftest import ROOT
 
-APP_SERVICES = {"migrate", "web", "worker", "beat", "watcher", "sftp"}
-LONG_RUNNING = {"postgres", "redis", "web", "worker", "beat", "watcher", "sftp"}
+APP_SERVICES = {"migrate", "web", "worker", "ingest-worker", "beat", "watcher", "sftp"}
+LONG_RUNNING = {"postgres", "redis", "web", "worker", "ingest-worker", "beat", "watcher", "sftp"}
 SPEC_SETTINGS = [
     "DATA_DIR",
     "PORT",
@@ -49,11 +49,33 @@ def test_every_service_of_the_appliance_is_there(compose: dict[str, Any]) -> Non
     assert set(compose["services"]) == LONG_RUNNING | {"migrate"}
     services = compose["services"]
     assert "gunicorn calltelemetry.wsgi" in command(services["web"])
-    assert "--queues celery,ingest,webhooks" in command(services["worker"])
+    assert "--queues celery,webhooks" in command(services["worker"])
+    assert "--queues ingest" in command(services["ingest-worker"])
     assert "beat" in command(services["beat"])
     assert command(services["watcher"]) == "python manage.py watch_cdr"
     assert command(services["sftp"]) == "python manage.py run_sftp"
     assert command(services["migrate"]) == "python manage.py migrate --noinput"
+
+
+def test_ingest_and_deliveries_run_in_separate_worker_pools(compose: dict[str, Any]) -> None:
+    served: list[str] = []
+    for name, service in compose["services"].items():
+        argv = service.get("command") or []
+        if "worker" in argv:
+            queues = argv[argv.index("--queues") + 1].split(",")
+            concurrency = int(argv[argv.index("--concurrency") + 1])
+            served += queues
+            assert "ingest" not in queues or queues == ["ingest"], name
+            assert concurrency <= 2, name  # sized for a two-core appliance
+    assert sorted(served) == ["celery", "ingest", "webhooks"]  # each queue exactly once
+
+
+def test_web_sees_the_heartbeats_the_worker_and_watcher_write(compose: dict[str, Any]) -> None:
+    # /healthz reads DATA_DIR/beat-heartbeat and DATA_DIR/watcher-heartbeat.
+    for name in ("web", "worker", "watcher"):
+        assert "data:/data" in compose["services"][name]["volumes"], name
+    watcher_check = " ".join(compose["services"]["watcher"]["healthcheck"]["test"])
+    assert "/data/watcher-heartbeat" in watcher_check
 
 
 def test_redis_keeps_queued_tasks(compose: dict[str, Any]) -> None:
@@ -95,7 +117,7 @@ def test_volumes_are_named_and_the_drop_folder_is_shared(compose: dict[str, Any]
     services = compose["services"]
     assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert "redis-data:/data" in services["redis"]["volumes"]
-    for name in ("web", "worker", "watcher", "sftp"):
+    for name in ("web", "worker", "ingest-worker", "watcher", "sftp"):
         assert "incoming:/data/incoming" in services[name]["volumes"], name
         assert services[name]["environment"]["CDR_INCOMING_DIR"] == "/data/incoming", name
     # The SFTP host keys must survive a new container, or CUCM refuses the changed key.

@@ -136,3 +136,56 @@ def test_two_watchers_racing_on_one_folder_claim_each_file_once(
         assert watcher.wait(60) == 0
     assert sorted(CdrFile.objects.values_list("name", flat=True)) == [p.name for p in files]
     assert len(list((incoming / ".queue").iterdir())) == len(files)
+
+
+# --- Links: another file's content under a drop-folder name -----------------------------------
+
+
+def _claim_all(incoming: Path) -> list[CdrFile]:
+    scanner = Scanner(Folders.current())
+    scanner.complete()
+    claimed = [file_claim(path) for path in scanner.complete()]
+    return [c for c in claimed if c is not None]
+
+
+@pytest.mark.django_db
+def test_a_hard_linked_file_is_refused_unread_and_moved_to_failed(
+    tmp_path: Path, settings: object
+) -> None:
+    incoming = tmp_path / "incoming"
+    settings.CDR_INCOMING_DIR = incoming  # type: ignore[attr-defined]
+    settings.CDR_SETTLE_SECONDS = 0.01  # type: ignore[attr-defined]
+    Folders.current()
+    # Stands for /etc/shadow: a file outside the drop folder whose content must stay unread.
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret-hash:19000:0:99999:7:::\n")
+    (incoming / "cdr_C_01_202001010000_1").hardlink_to(secret)
+    time.sleep(0.05)
+    (cdr_file,) = _claim_all(incoming)
+    result = queued_file_ingest(file_id=cdr_file.pk)
+    assert result is not None and result.status == CdrFile.Status.FAILED
+    assert "hard link (2 names" in result.error and "secret" not in result.error
+    assert result.sha256 == "" and result.size == 0  # never opened
+    note = (incoming / "failed" / "cdr_C_01_202001010000_1.error").read_text()
+    assert "refused without reading it" in note and "secret" not in note
+    assert Cdr.objects.count() == 0
+    assert secret.read_text().startswith("root:")
+
+
+@pytest.mark.django_db
+def test_a_symlinked_file_is_refused_unread_and_moved_to_failed(
+    samples: Path, tmp_path: Path, settings: object
+) -> None:
+    incoming = tmp_path / "incoming"
+    settings.CDR_INCOMING_DIR = incoming  # type: ignore[attr-defined]
+    settings.CDR_SETTLE_SECONDS = 0.01  # type: ignore[attr-defined]
+    Folders.current()
+    # A real CDR file behind the link: refusing it is about the link, not the content.
+    (incoming / Path(SAMPLE).name).symlink_to(samples / SAMPLE)
+    time.sleep(0.05)
+    (cdr_file,) = _claim_all(incoming)
+    result = queued_file_ingest(file_id=cdr_file.pk)
+    assert result is not None and result.status == CdrFile.Status.FAILED
+    assert "symbolic link" in result.error
+    assert (incoming / "failed" / Path(SAMPLE).name).is_symlink()
+    assert Cdr.objects.count() == 0

@@ -7,11 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from calltelemetry.health import beat_heartbeat, heartbeat_age, heartbeat_path
+from calltelemetry.health import (
+    beat_heartbeat,
+    heartbeat_age,
+    heartbeat_path,
+    watcher_heartbeat,
+    watcher_heartbeat_age,
+    watcher_heartbeat_path,
+)
 from cdr.models import CdrFile
 from cdr.services import cdr_file_ingest
 from tests.test_parsing import EXPECTED
@@ -30,8 +38,9 @@ def data_dir(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.mark.django_db
-def test_healthz_is_200_with_a_fresh_heartbeat(data_dir: Path, client: Client) -> None:
+def test_healthz_is_200_with_fresh_heartbeats(data_dir: Path, client: Client) -> None:
     beat_heartbeat()
+    watcher_heartbeat()
     response = client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
@@ -40,12 +49,14 @@ def test_healthz_is_200_with_a_fresh_heartbeat(data_dir: Path, client: Client) -
         "database": True,
         "broker": True,
         "beat": True,
+        "watcher": True,
     }
 
 
 @pytest.mark.django_db
 def test_healthz_is_503_when_the_heartbeat_is_stale(data_dir: Path, client: Client) -> None:
     beat_heartbeat()
+    watcher_heartbeat()
     old = time.time() - 45
     os.utime(heartbeat_path(), (old, old))
     response = client.get("/healthz")
@@ -59,6 +70,48 @@ def test_healthz_is_503_before_the_sweeper_ever_ran(data_dir: Path, client: Clie
     response = client.get("/healthz")
     assert response.status_code == 503
     assert "never run" in response.json()["checks"]["beat"]["detail"]
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_the_watcher_made_no_progress(data_dir: Path, client: Client) -> None:
+    beat_heartbeat()
+    watcher_heartbeat()
+    old = time.time() - 90
+    os.utime(watcher_heartbeat_path(), (old, old))
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    watcher = response.json()["checks"]["watcher"]
+    assert watcher["ok"] is False
+    assert "watcher last completed a scan 90 s ago (stale after 60 s)" in watcher["detail"]
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_before_the_watcher_ever_scanned(data_dir: Path, client: Client) -> None:
+    beat_heartbeat()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert "watcher has never completed a scan" in response.json()["checks"]["watcher"]["detail"]
+
+
+@pytest.mark.django_db
+def test_a_deployment_without_a_watcher_skips_its_check(
+    data_dir: Path, client: Client, settings: Any
+) -> None:
+    settings.WATCHER_STALE_SECONDS = 0
+    beat_heartbeat()
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert "not checked" in response.json()["checks"]["watcher"]["detail"]
+
+
+@pytest.mark.django_db
+def test_a_watcher_round_touches_its_heartbeat(data_dir: Path, settings: Any) -> None:
+    settings.CDR_INCOMING_DIR = data_dir / "incoming"
+    assert watcher_heartbeat_age() is None
+    call_command("watch_cdr", "--once")
+    age = watcher_heartbeat_age()
+    assert age is not None and age < 5
+    assert watcher_heartbeat_path() == data_dir / "watcher-heartbeat"
 
 
 @pytest.mark.django_db
@@ -196,7 +249,9 @@ def test_ingest_lag_per_cluster(activity: Webhook, client: Client) -> None:
     assert all(120 <= age < 130 for age in ages.values())
 
 
-def test_metrics_leak_no_secret_and_need_no_login(activity: Webhook, client: Client) -> None:
+def test_metrics_leak_no_secret_and_need_no_login_from_loopback(
+    activity: Webhook, client: Client
+) -> None:
     text = client.get("/metrics").content.decode()
     for secret in ("url-secret", "header-secret", activity.secret, "crm.example.com"):
         assert secret not in text
@@ -212,3 +267,5 @@ def test_metrics_on_an_empty_appliance(data_dir: Path, client: Client) -> None:
     assert families["calltelemetry_webhook_matches"] == {}
     beat = families["calltelemetry_beat_heartbeat_age_seconds"]
     assert str(beat[("calltelemetry_beat_heartbeat_age_seconds", ())]) == "nan"
+    watcher = families["calltelemetry_watcher_heartbeat_age_seconds"]
+    assert str(watcher[("calltelemetry_watcher_heartbeat_age_seconds", ())]) == "nan"

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytest_django.fixtures import DjangoAssertNumQueries, Settings
 
+from licensing import selectors
 from licensing.models import InstalledLicense
-from licensing.selectors import license_feature_enabled, license_get, license_limit
+from licensing.selectors import (
+    license_cache_clear,
+    license_feature_enabled,
+    license_get,
+    license_limit,
+)
 from licensing.services import license_install
 from licensing.verification import ErrorCode, LicenseError, State, public_key_b64
 from tests.licensing.conftest import NOW, MakeLicense
@@ -175,18 +182,102 @@ def test_the_state_is_cached_briefly_and_install_refreshes_it(
     assert license_get().state is State.ACTIVE
 
 
+class Uptime:
+    """The monotonic clock the license clock checks jumps against, moved by the test."""
+
+    def __init__(self) -> None:
+        self.seconds = time.monotonic()
+
+    def advance(self, delta: timedelta) -> None:
+        self.seconds += delta.total_seconds()
+
+
+@pytest.fixture
+def uptime(monkeypatch: pytest.MonkeyPatch) -> Uptime:
+    uptime = Uptime()
+    monkeypatch.setattr(selectors, "monotonic", lambda: uptime.seconds)
+    return uptime
+
+
+def high_water() -> datetime | None:
+    return InstalledLicense.objects.get().clock_high_water
+
+
 def test_a_clock_rolled_back_cannot_revive_an_expired_license(
-    installed: str, caplog: pytest.LogCaptureFixture
+    installed: str, uptime: Uptime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The appliance runs through the expiry and the grace period: both clocks agree.
     after_grace = EXPIRES + timedelta(days=20)
+    uptime.advance(after_grace - NOW)
     assert license_get(now=after_grace).state is State.EXPIRED
+    assert high_water() == after_grace
     with caplog.at_level(logging.WARNING, logger="licensing.selectors"):
         info = license_get(now=NOW)  # the clock is set back 80 days
     assert info.state is State.EXPIRED
     assert info.clock_suspect and "clock" in info.reason
     assert info.evaluated_at == after_grace
     assert "behind the latest time seen" in caplog.text
-    assert InstalledLicense.objects.get().clock_high_water == after_grace
+    assert high_water() == after_grace
+    # A new process (nothing in memory) cannot be fooled either.
+    license_cache_clear()
+    assert license_get(now=NOW + timedelta(days=1)).state is State.EXPIRED
+
+
+def test_a_six_year_clock_jump_then_back_leaves_a_2030_license_active(
+    make_license: MakeLicense, uptime: Uptime, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    text = make_license(
+        issued_at=datetime(2026, 1, 1, tzinfo=UTC),
+        expires_at=datetime(2030, 6, 30, tzinfo=UTC),
+        grace_days=14,
+    )
+    license_install(text=text, now=start)
+    jumped = start.replace(year=2032)
+    with caplog.at_level(logging.WARNING, logger="licensing.selectors"):
+        for minute in range(1, 11):  # ten minutes on the wrong clock, evaluated each minute
+            uptime.advance(timedelta(minutes=1))
+            during = license_get(now=jumped + timedelta(minutes=minute))
+    # Judged at face value while it lasts, but not remembered.
+    assert during.state is State.EXPIRED
+    uptime.advance(timedelta(minutes=1))
+    back = start + timedelta(minutes=11)
+    info = license_get(now=back)
+    assert info.state is State.ACTIVE and not info.clock_suspect
+    assert info.expires_at == datetime(2030, 6, 30, tzinfo=UTC)
+    assert high_water() == back
+    license_cache_clear()  # and so it stays for every other process
+    assert license_get(now=back + timedelta(minutes=1)).state is State.ACTIVE
+    assert "more than a day ahead of the latest time seen" in caplog.text
+
+
+def test_a_jump_ahead_the_clock_keeps_for_a_day_is_remembered(
+    installed: str, uptime: Uptime
+) -> None:
+    # E.g. the date set right after the appliance was off past the grace period.
+    jumped = EXPIRES + timedelta(days=30)
+    uptime.advance(timedelta(minutes=1))
+    assert license_get(now=jumped).state is State.EXPIRED
+    assert high_water() == NOW
+    uptime.advance(timedelta(hours=23))
+    license_get(now=jumped + timedelta(hours=23))
+    assert high_water() == NOW  # not yet a day
+    uptime.advance(timedelta(hours=1))
+    license_get(now=jumped + timedelta(days=1))
+    assert high_water() == jumped + timedelta(days=1)
+    assert license_get(now=NOW).state is State.EXPIRED
+
+
+def test_a_clock_that_keeps_jumping_is_never_confirmed(installed: str, uptime: Uptime) -> None:
+    for day in range(1, 4):
+        uptime.advance(timedelta(hours=12))
+        license_get(now=EXPIRES + timedelta(days=30 * day))
+    assert high_water() == NOW
+
+
+def test_a_step_of_under_a_day_is_remembered_at_once(installed: str) -> None:
+    license_get(now=NOW + timedelta(hours=20))
+    assert high_water() == NOW + timedelta(hours=20)
 
 
 def test_a_small_clock_step_back_is_not_suspect(installed: str) -> None:

@@ -8,10 +8,17 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections, connection
 
+from calltelemetry.health import watcher_heartbeat
 from cdr.dropfolder import Folders, Scanner, file_claim, files_requeue_stale
 
 SWEEP_EVERY = 10.0
+
+
+def database_round_trip() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
 
 
 class Command(BaseCommand):
@@ -44,8 +51,16 @@ class Command(BaseCommand):
                 if time.monotonic() >= next_sweep:
                     files_requeue_stale()
                     next_sweep = time.monotonic() + SWEEP_EVERY
+                # An idle folder needs no query, yet the heartbeat must vouch for the
+                # database too: a watcher cut off from it claims nothing.
+                database_round_trip()
+                watcher_heartbeat()
             except Exception as exc:  # a database or disk hiccup must not stop the watcher
                 self.stderr.write(f"watch_cdr: {exc}; retrying")
             if once:
                 break
             time.sleep(settings.CDR_WATCH_INTERVAL)
+            # Outside a request nothing else drops a connection the server has closed (a
+            # restart, a failover, CONN_MAX_AGE): without this every later round would fail
+            # on the dead connection for ever.
+            close_old_connections()
