@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -382,6 +383,35 @@ def zlib_readable(data: bytes) -> bytes:
 
 
 # --- file names -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_api(db: None, settings: object, tmp_path: Path) -> APIClient:
+    settings.CDR_INCOMING_DIR = tmp_path / "incoming"  # type: ignore[attr-defined]
+    api = APIClient()
+    api.force_authenticate(User.objects.create_user("ops", is_staff=True))
+    return api
+
+
+def test_an_upload_with_a_very_long_name_is_refused_with_a_reason(staff_api: APIClient) -> None:
+    name = "cdr_" + "x" * 240 + "_01_202001010000_1"
+    upload = SimpleUploadedFile(name, cdr_text([cdr_row(pkid='"p"')]))
+    response = staff_api.post("/api/v1/cdr-files/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    # Django's multipart parser has already cut the name to 255 characters.
+    assert response.data["file"] == [
+        "The file name is 255 bytes long; at most 200 are accepted. Rename the file."
+    ]
+    assert not CdrFile.objects.exists()
+
+
+def test_an_upload_name_of_200_bytes_is_accepted(staff_api: APIClient) -> None:
+    name = "cdr_" + "é" * 89 + "_01_202001010000_1"  # 2 bytes a character
+    assert len(name.encode()) == 200
+    upload = SimpleUploadedFile(name, cdr_text([cdr_row(pkid='"p"')]))
+    response = staff_api.post("/api/v1/cdr-files/", {"file": upload}, format="multipart")
+    assert response.status_code == 202, response.data
+    assert CdrFile.objects.get().name == name
 
 
 def test_a_name_longer_than_the_record_holds_is_shortened_in_the_middle(tmp_path: Path) -> None:
