@@ -4,7 +4,6 @@ import gzip
 import io
 import os
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
