@@ -39,12 +39,13 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # A content line's start, skipping whitespace-only lines (possessive: never backtracks).
 _CONTENT_LINE = re.compile(rb"(?m)^[ \t\r\f\v]*+[^\s][^\n]*")
-# Times CUCM writes: unsigned 32-bit epoch seconds, 0 = never. The regex accepts, in one
-# C-level match over the row's time columns joined by commas, every value up to 3999999999;
-# anything else is checked exactly by `_time_problem`.
+# Times CUCM writes: unsigned 32-bit epoch seconds, 0 = never. `_TIME` accepts every value
+# up to 3999999999 in one C-level match over a row's time columns joined by commas; any
+# other value is checked exactly by `_time_problem`.
 MAX_EPOCH = (1 << 32) - 1
 TIME_FIELDS = ("dateTimeOrigination", "dateTimeConnect", "dateTimeDisconnect", "dateTimeStamp")
-_TIMES_RE = re.compile(r"(?:[1-3][0-9]{9}+|[0-9]{0,9}+)(?:,(?:[1-3][0-9]{9}+|[0-9]{0,9}+))*+")
+_TIME = r"(?:[1-3][0-9]{9}+|[0-9]{0,9}+)"
+_TIMES_RE = re.compile(f"{_TIME}(?:,{_TIME})*+")
 # Lines are read in blocks of this size: a line longer than the reader's limit is skipped
 # block by block, never held whole.
 _BLOCK = 1 << 16
@@ -261,10 +262,16 @@ class CucmReader:
             raise NotCucmFile(exc.reason) from exc
         self.layout = Layout(kind=kind, names=names, types=types, has_type_line=has_type_line)
         positions = self.layout.integer_positions
-        self._ints = operator.itemgetter(*positions) if positions else None
         times = [self.layout.index[n] for n in TIME_FIELDS if n in self.layout.index]
-        self._times = operator.itemgetter(*times) if times else None
         self._time_positions = times
+        self._times = operator.itemgetter(*times) if times else None
+        # When the time columns are INTEGER ones (in every CUCM file), they are read first of
+        # the INTEGER columns, and one match at the start of those joined checks them.
+        self._times_first = bool(times) and len(positions) > 1 and set(times) <= set(positions)
+        if self._times_first:
+            positions = (*times, *(i for i in positions if i not in times))
+        self._times_prefix = re.compile(",".join([_TIME] * len(times)) + r"(?:,|\Z)").match
+        self._ints = operator.itemgetter(*positions) if positions else None
         self.rows_seen = 0
 
     def _physical_lines(self) -> Iterator[tuple[int, bytes | str]]:
@@ -386,6 +393,8 @@ class CucmReader:
         times = self._times
         several_times = len(self._time_positions) > 1
         times_ok = _TIMES_RE.fullmatch
+        times_first = self._times_first
+        times_prefix_ok = self._times_prefix
         lines: Iterator[tuple[int, bytes | str]] = self._lines
         if self._pending is not None:
             lines = itertools.chain((self._pending,), lines)
@@ -423,8 +432,10 @@ class CucmReader:
             ):
                 yield RowError(number, self._integer_problem(values))
                 continue
-            if times is not None and not times_ok(
-                ",".join(times(values)) if several_times else times(values)
+            if times is not None and not (
+                times_prefix_ok(joined)
+                if times_first
+                else times_ok(",".join(times(values)) if several_times else times(values))
             ):
                 problem = self._time_problem(values)
                 if problem:
