@@ -23,7 +23,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from cdr import services
-from cdr.models import Cdr, CdrFile
+from cdr.models import Cdr, CdrFile, Cmr
 from cdr.parsing import CucmReader, NotCucmFile, Row, RowError
 from cdr.services import cdr_file_ingest
 from tests import conftest
@@ -61,6 +61,7 @@ NUL_ROWS = {
     for i in (7, 400, 999, 1000, 1777)
 }
 LONG_PKID = {1234: ",".join(cdr_row(pkid='"' + "a" * 65 + '"'))}
+LONG_CLUSTER = {321: ",".join(cdr_row(pkid='"p321"', globalCallId_ClusterID='"' + "c" * 65 + '"'))}
 HUGE_EPOCH = {1500: ",".join(cdr_row(pkid='"p1500"', dateTimeOrigination="99999999999999"))}
 
 
@@ -69,13 +70,14 @@ HUGE_EPOCH = {1500: ",".join(cdr_row(pkid='"p1500"', dateTimeOrigination="999999
     [
         (NUL_ROWS, "NUL byte in the line"),
         (LONG_PKID, "pkid longer than 64 characters"),
+        (LONG_CLUSTER, "globalCallId_ClusterID longer than 64 characters"),
         (
             HUGE_EPOCH,
             "dateTimeOrigination is outside 0…4294967295 epoch seconds "
             "(unsigned 32 bits, as CUCM writes)",
         ),
     ],
-    ids=["nul-bytes", "65-character-pkid", "epoch-99999999999999"],
+    ids=["nul-bytes", "65-character-pkid", "65-character-cluster", "epoch-99999999999999"],
 )
 def test_a_poisoned_row_is_rejected_alone_and_every_good_row_stored(
     tmp_path: Path, bad: dict[int, str], reason: str
@@ -225,6 +227,36 @@ def test_pages_show_a_record_with_an_unstorable_time_without_failing(
     detail = api.get(f"/api/v1/cdrs/{cdr.pk}/")
     assert detail.status_code == 200
     assert detail.data["fields"]["pkid"] == "old"
+
+
+def test_cmr_pages_show_a_record_with_an_unstorable_time_without_failing(
+    tmp_path: Path,
+) -> None:
+    from cdr.fields import CMR_FIELDS, header
+
+    names = ",".join(f'"{n}"' for n in header("cmr", 48))
+    values = ['"q"' if f.name == "pkid" else "0" if f.is_integer else '""' for f in CMR_FIELDS]
+    path = tmp_path / "cmr_C_01_202001010000_1"
+    path.write_bytes(f"{names}\n{','.join(values)}\n".encode())
+    assert ingest(path).stored_count == 1
+    low = (
+        "to_timestamp(-99999999999)"
+        if connection.vendor == "postgresql"
+        else "datetime(-99999999999, 'unixepoch')"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE cdr_cmr SET stamp_at = {low}")
+    cmr = Cmr.objects.get()
+    assert cmr.stamp_at is None
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    admin = Client()
+    admin.force_login(user)
+    assert admin.get(reverse("admin:cdr_cmr_changelist")).status_code == 200
+    assert admin.get(reverse("admin:cdr_cmr_change", args=[cmr.pk])).status_code == 200
+    api = APIClient()
+    api.force_authenticate(user)
+    assert api.get("/api/v1/cmrs/").status_code == 200
+    assert api.get(f"/api/v1/cmrs/{cmr.pk}/").status_code == 200
 
 
 # --- gzip bombs, long lines, the size limit ------------------------------------------------
