@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_STORED_ERRORS = 1000
+# A real CUCM file holds tens of thousands of records at most: past this many rejected rows
+# a file is junk (a gzip bomb of short lines costs the CPU by the row), and is not read on.
+MAX_REJECTED_ROWS = 100_000
 # The length of the record columns `pkid` and `cluster`: a longer value is rejected, not cut
 # (two different pkids cut to the same 64 characters would be one record).
 KEY_LENGTH = 64
@@ -349,7 +352,8 @@ def _chunks(
 ) -> Iterator[tuple[list[Row], list[Problem], Any, Any]]:
     """The file's good rows in batches of `size`, each with the rows rejected since the last,
     what the writer will send for it and what the batch hook prepared for it. If reading
-    stops early (`FileCutShort`), the rows read before the cut still come as a batch."""
+    stops early (`FileCutShort`, also raised here past MAX_REJECTED_ROWS), the rows read
+    before the cut still come as a batch."""
 
     def batch() -> tuple[list[Row], list[Problem], Any, Any]:
         if not rows:
@@ -361,6 +365,7 @@ def _chunks(
     cluster_at = writer.cluster_at
     rows: list[Row] = []
     problems: list[Problem] = []
+    rejected = 0
     try:
         for item in reader:
             if type(item) is RowError:
@@ -377,8 +382,12 @@ def _chunks(
                 if len(rows) < size:
                     continue
             if len(rows) >= size or len(problems) >= size:
+                rejected += len(problems)
                 yield batch()
                 rows, problems = [], []
+                if rejected > MAX_REJECTED_ROWS:
+                    reason = f"more than {MAX_REJECTED_ROWS:,} rows rejected: not read further"
+                    raise FileCutShort(reason, item.line)
     except FileCutShort:
         if rows or problems:
             yield batch()

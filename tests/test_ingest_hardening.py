@@ -377,6 +377,19 @@ def test_a_file_over_the_size_limit_fails_with_the_rows_before_it_stored(
     assert f"after line {stored + 2}; {stored} records stored" in cdr_file.error
 
 
+def test_a_file_of_junk_lines_stops_after_the_rejected_rows_limit(tmp_path: Path) -> None:
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([]) + rows_text(0, 3) + b"x\n" * 300_000 + rows_text(3, 2))
+    started = time.monotonic()
+    cdr_file = ingest(path)
+    assert time.monotonic() - started < 10
+    assert cdr_file.status == CdrFile.Status.FAILED
+    assert cdr_file.error.startswith("more than 100,000 rows rejected: not read further, after")
+    assert cdr_file.stored_count == 3
+    assert 100_000 < cdr_file.rejected_count < 110_000
+    assert len(cdr_file.errors) == 1000
+
+
 def test_blank_lines_anywhere_keep_the_line_numbers_right() -> None:
     blank_runs = b"\n" * 5000 + b"  \t\n" + b"\r\n" * 3
     data = cdr_text([]) + blank_runs + rows_text(0, 1) + blank_runs * 40 + rows_text(1, 1)
