@@ -37,7 +37,7 @@ _INT_LIST_RE = re.compile(r"(?:-?[0-9]+)?(?:,(?:-?[0-9]+)?)*")
 _INT_RE = re.compile(r"-?[0-9]+")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
-# A content line's start, skipping whitespace-only lines (possessive: never backtracks).
+# A line that is not whitespace only (possessive: a blank run costs one pass, no backtracking).
 _CONTENT_LINE = re.compile(rb"(?m)^[ \t\r\f\v]*+[^\s][^\n]*")
 # Times CUCM writes: unsigned 32-bit epoch seconds, 0 = never. `_TIME` accepts every value
 # up to 3999999999 in one C-level match over a row's time columns joined by commas; any
@@ -65,7 +65,7 @@ class NotCucmFile(ValueError):
 
 class FileCutShort(Exception):
     """Reading stopped before the end of the file (a gzip stream cut short or corrupt, a read
-    error, the size limit); raised by `CucmReader` after every line before the cut."""
+    error, a limit); `CucmReader` raises it once every line before the cut is yielded."""
 
     def __init__(self, reason: str, line: int) -> None:
         super().__init__(f"{reason}, after line {line}")
