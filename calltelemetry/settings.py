@@ -228,6 +228,12 @@ SFTP_PORT: int = config.read(env, "SFTP_PORT", "2222", config.port)
 SFTP_MAX_FILE_BYTES: int = config.read(env, "SFTP_MAX_FILE_BYTES", str(1 << 30), _at_least_one)
 SFTP_MAX_SESSIONS: int = config.read(env, "SFTP_MAX_SESSIONS", "16", _at_least_one)
 
+# --- Ingest limits (bytes, uncompressed) ------------------------------------------------
+# A real CUCM file is at most tens of MB and a record 1-3 KB: past the first limit the file
+# fails with the rows before it stored; a longer line is rejected without being read whole.
+CDR_MAX_FILE_BYTES: int = config.read(env, "CDR_MAX_FILE_BYTES", str(2 << 30), _at_least_one)
+CDR_MAX_LINE_BYTES: int = config.read(env, "CDR_MAX_LINE_BYTES", str(64 << 10), _at_least_one)
+
 # --- Webhooks ---------------------------------------------------------------------------
 WEBHOOK_TIMEOUT: float = config.read(env, "WEBHOOK_TIMEOUT", "15", config.positive_float)
 WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = config.read(

@@ -7,13 +7,59 @@ generation; the columns people search and filter on are also stored typed and in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
 
 from cdr.codes import cause_text
-from cdr.parsing import int_to_ipv4, parse_vq_metrics, split_line
+from cdr.parsing import MAX_EPOCH, int_to_ipv4, parse_vq_metrics, split_line
+
+# The times ingest stores: CUCM's unsigned 32-bit epoch seconds (0 means "never": NULL).
+EARLIEST = datetime.fromtimestamp(1, tz=UTC)
+LATEST = datetime.fromtimestamp(MAX_EPOCH, tz=UTC)
+
+
+class RecordTimeField(models.DateTimeField):
+    """A time read from a CUCM record, read back as empty when it is outside the range
+    ingest stores.
+
+    Older versions stored whatever the file said (epoch -99999999999 is 1200 BC), and a
+    time Python cannot represent made every page that loads the record fail; the raw line
+    still holds the value as read. The database column is a plain DateTimeField's.
+    """
+
+    def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
+        sql, params = super().select_format(compiler, sql, params)
+        ops = compiler.connection.ops
+        low, high = (ops.adapt_datetimefield_value(v) for v in (EARLIEST, LATEST))
+        return (
+            f"CASE WHEN {sql} BETWEEN %s AND %s THEN {sql} END",
+            (*params, low, high, *params),
+        )
+
+    def deconstruct(self) -> Any:
+        # Nothing changes in the database: migrations keep seeing a DateTimeField.
+        name, _, args, kwargs = super().deconstruct()
+        return name, "django.db.models.DateTimeField", args, kwargs
+
+
+class RecordQuerySet(models.QuerySet):
+    """Records. Date drill-downs (the admin's date hierarchy) truncate times in SQL, out of
+    `RecordTimeField`'s reach: they list only the times it shows."""
+
+    def _shown(self, field_name: str) -> models.QuerySet:
+        if isinstance(self.model._meta.get_field(field_name), RecordTimeField):
+            return self.filter(**{f"{field_name}__range": (EARLIEST, LATEST)})
+        return self
+
+    def datetimes(self, field_name: str, *args: Any, **kwargs: Any) -> models.QuerySet:
+        return models.QuerySet.datetimes(self._shown(field_name), field_name, *args, **kwargs)
+
+    def dates(self, field_name: str, *args: Any, **kwargs: Any) -> models.QuerySet:
+        return models.QuerySet.dates(self._shown(field_name), field_name, *args, **kwargs)
 
 
 class CdrFile(models.Model):
@@ -94,6 +140,8 @@ class Record(models.Model):
     call_id = models.BigIntegerField(null=True, blank=True)
     ingested_at = models.DateTimeField(auto_now_add=True)
 
+    objects = RecordQuerySet.as_manager()
+
     class Meta:
         abstract = True
 
@@ -109,9 +157,9 @@ class Cdr(Record):
     # elsewhere.
     orig_leg_id = models.BigIntegerField(null=True, blank=True)
     dest_leg_id = models.BigIntegerField(null=True, blank=True)
-    origination_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    connect_at = models.DateTimeField(null=True, blank=True, help_text="empty: never connected")
-    disconnect_at = models.DateTimeField(null=True, blank=True)
+    origination_at = RecordTimeField(null=True, blank=True, db_index=True)
+    connect_at = RecordTimeField(null=True, blank=True, help_text="empty: never connected")
+    disconnect_at = RecordTimeField(null=True, blank=True)
     duration = models.IntegerField(null=True, blank=True)
     calling_party_number = models.CharField(max_length=255, blank=True)
     original_called_party_number = models.CharField(max_length=255, blank=True)
@@ -179,7 +227,7 @@ class Cmr(Record):
     node_id = models.IntegerField(null=True, blank=True)
     directory_num = models.CharField(max_length=255, blank=True)
     call_identifier = models.BigIntegerField(null=True, blank=True, db_index=True)
-    stamp_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    stamp_at = RecordTimeField(null=True, blank=True, db_index=True)
     device_name = models.CharField(max_length=129, blank=True)
     duration = models.IntegerField(null=True, blank=True)
     jitter = models.IntegerField(null=True, blank=True)

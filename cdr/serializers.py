@@ -7,6 +7,7 @@ record's layout — views select it with the row so that costs no extra query.
 
 from __future__ import annotations
 
+from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -44,10 +45,26 @@ class CdrFileSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# An upload waits in the queue folder as `.<32 hex>__<name>.part`, and a file name has at
+# most 255 bytes: 200 leaves room for that (CUCM's own names are about 40).
+MAX_UPLOAD_NAME_BYTES = 200
+
+
 class CdrFileUploadSerializer(serializers.Serializer):
     file = serializers.FileField(
-        allow_empty_file=False, help_text="A CUCM CDR or CMR flat file (optionally gzipped)"
+        allow_empty_file=False,
+        help_text="A CUCM CDR or CMR flat file (optionally gzipped); "
+        f"its name at most {MAX_UPLOAD_NAME_BYTES} bytes",
     )
+
+    def validate_file(self, value: UploadedFile) -> UploadedFile:
+        size = len((value.name or "").encode())
+        if size > MAX_UPLOAD_NAME_BYTES:
+            raise serializers.ValidationError(
+                f"The file name is {size} bytes long; at most {MAX_UPLOAD_NAME_BYTES} are "
+                "accepted. Rename the file."
+            )
+        return value
 
 
 class CdrSerializer(serializers.ModelSerializer):

@@ -8,7 +8,6 @@ ingest that stored a record evaluates webhooks for it — in the same transactio
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -26,13 +25,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
 from cdr.models import Cdr, CdrFile, Cmr, RecordLayout
 from cdr.parsing import (
     CucmReader,
+    FileCutShort,
     Layout,
     NotCucmFile,
     Row,
@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_STORED_ERRORS = 1000
+# A real CUCM file holds tens of thousands of records at most: past this many rejected rows
+# a file is junk (a gzip bomb of short lines costs the CPU by the row), and is not read on.
+MAX_REJECTED_ROWS = 100_000
+# The length of the record columns `pkid` and `cluster`: a longer value is rejected, not cut
+# (two different pkids cut to the same 64 characters would be one record).
+KEY_LENGTH = 64
 LEASE = timedelta(minutes=2)
 
 
@@ -147,12 +153,13 @@ class _Writer:
         self.columns = [(col, kind) for col, _, kind in present]
         self.pkid_at = layout.index["pkid"]
         cluster_at = layout.index.get("globalCallId_ClusterID")
+        self.cluster_at = cluster_at
         positions = [cluster_at if cluster_at is not None else -1, self.pkid_at]
         positions += [layout.index[name] for _, name, _ in present]
         # A file without the cluster column reads the "" appended to every row by `_values`.
         self._get = operator.itemgetter(*positions)
         self._needs_blank = cluster_at is None
-        self.default_cluster = cluster[:64]
+        self.default_cluster = cluster[:KEY_LENGTH]
         self.file_id = file.pk if file else None
         self.layout_id = layout_id
         q = connection.ops.quote_name
@@ -189,6 +196,10 @@ class _Writer:
             ]
         lines.append("")
         return "\n".join(lines).encode()
+
+    def rolled_back(self) -> None:
+        """The batch's transaction rolled back, and with it perhaps the staging table."""
+        self._staging_ready = False
 
     def insert(
         self, rows: list[Row], prepared: Any, *, returning: bool = True
@@ -270,7 +281,11 @@ class _Writer:
             )
             self._staging_ready = True
         columns = ", ".join(f'"{n}"' for n in self.names)
-        with cursor.cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
+        # psycopg's own cursor: its errors (a value COPY refuses) become Django's here.
+        with (
+            connection.wrap_database_errors,
+            cursor.cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy,
+        ):
             copy.write(data)
         select = ", ".join(self._converted(lambda name: f'"{name}"'))
         return (
@@ -317,6 +332,7 @@ class _Counts:
     stored: int = 0
     duplicate: int = 0
     rejected: int = 0
+    cut: FileCutShort | None = None  # reading stopped before the end of the file
 
 
 def _webhook_hook() -> BatchHook:
@@ -335,7 +351,9 @@ def _chunks(
     prepare: Callable[[Layout, list[Row]], Any] | None,
 ) -> Iterator[tuple[list[Row], list[Problem], Any, Any]]:
     """The file's good rows in batches of `size`, each with the rows rejected since the last,
-    what the writer will send for it and what the batch hook prepared for it."""
+    what the writer will send for it and what the batch hook prepared for it. If reading
+    stops early (`FileCutShort`, also raised here past MAX_REJECTED_ROWS), the rows read
+    before the cut still come as a batch."""
 
     def batch() -> tuple[list[Row], list[Problem], Any, Any]:
         if not rows:
@@ -344,20 +362,36 @@ def _chunks(
         return rows, problems, writer.prepare(rows), ahead
 
     pkid_at = writer.pkid_at
+    cluster_at = writer.cluster_at
     rows: list[Row] = []
     problems: list[Problem] = []
-    for item in reader:
-        if type(item) is RowError:
-            problems.append((item.line, item.reason))
-        elif not item.values[pkid_at]:
-            problems.append((item.line, "empty pkid"))
-        else:
-            rows.append(item)
-            if len(rows) < size:
-                continue
-        if len(rows) >= size or len(problems) >= size:
+    rejected = 0
+    try:
+        for item in reader:
+            if type(item) is RowError:
+                problems.append((item.line, item.reason))
+            elif not (pkid := item.values[pkid_at]):
+                problems.append((item.line, "empty pkid"))
+            elif len(pkid) > KEY_LENGTH:
+                problems.append((item.line, f"pkid longer than {KEY_LENGTH} characters"))
+            elif cluster_at is not None and len(item.values[cluster_at]) > KEY_LENGTH:
+                reason = f"globalCallId_ClusterID longer than {KEY_LENGTH} characters"
+                problems.append((item.line, reason))
+            else:
+                rows.append(item)
+                if len(rows) < size:
+                    continue
+            if len(rows) >= size or len(problems) >= size:
+                rejected += len(problems)
+                yield batch()
+                rows, problems = [], []
+                if rejected > MAX_REJECTED_ROWS:
+                    reason = f"more than {MAX_REJECTED_ROWS:,} rows rejected: not read further"
+                    raise FileCutShort(reason, item.line)
+    except FileCutShort:
+        if rows or problems:
             yield batch()
-            rows, problems = [], []
+        raise
     if rows or problems:
         yield batch()
 
@@ -449,7 +483,10 @@ def _store_rows(
         on_stored.refresh(writer.layout)  # type: ignore[union-attr]
     chunks = _chunks(reader, writer, settings.CDR_BATCH_SIZE, prepare)
     with _batch_commits_unflushed(writer.postgres):
-        _store_batches(chunks, writer, cdr_file, on_stored, prepare, progress, counts)
+        try:
+            _store_batches(chunks, writer, cdr_file, on_stored, prepare, progress, counts)
+        except FileCutShort as exc:
+            counts.cut = exc
     return counts
 
 
@@ -478,6 +515,57 @@ def _batch_store(
         else:
             on_stored(writer.layout, stored)
     return len(stored)
+
+
+def _batch_store_isolating(
+    writer: _Writer,
+    rows: list[Row],
+    prepared: Any,
+    ahead: Any,
+    on_stored: BatchHook | None,
+    prepare: Callable[[Layout, list[Row]], Any] | None,
+) -> tuple[int, list[Problem]]:
+    """Store one batch in its own transaction; how many were new, and the rows refused.
+
+    The rows are checked before they get here, but if the database still refuses the batch
+    for a value (a data error), it is stored again in halves, down to the single rows it
+    refuses: those are rejected with the database's reason and every other row is stored.
+    Each part goes through `_batch_store` with the batch hook, so the records a part stores
+    fire their webhooks once, with them; a part that fails leaves nothing behind.
+    """
+    try:
+        with transaction.atomic():
+            return _batch_store(writer, rows, prepared, ahead, on_stored, prepare), []
+    except DataError as exc:
+        writer.rolled_back()
+        if len(rows) == 1:
+            return 0, [(rows[0].line, _refused_reason(exc))]
+        log.warning(
+            "the database refused a batch of %s rows (lines %s-%s); storing it in parts: %s",
+            len(rows),
+            rows[0].line,
+            rows[-1].line,
+            _refused_reason(exc),
+        )
+    middle = len(rows) // 2
+    new, refused = 0, []
+    for part in (rows[:middle], rows[middle:]):
+        stored, bad = _batch_store_isolating(
+            writer, part, writer.prepare(part), ahead, on_stored, prepare
+        )
+        new += stored
+        refused += bad
+    return new, refused
+
+
+# A quoted part of a database message may be a value from the file: not shown.
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _refused_reason(exc: DataError) -> str:
+    diag = getattr(exc.__cause__, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(exc).strip().split("\n")[0]
+    return f"refused by the database: {_QUOTED.sub('…', message)}"
 
 
 @contextmanager
@@ -515,14 +603,15 @@ def _store_batches(
     errors: list[dict[str, Any]] = cdr_file.errors
     next_lease = time.monotonic() + LEASE.total_seconds() / 4
     for rows, problems, prepared, ahead in _read_ahead(chunks):
+        if rows:
+            new, refused = _batch_store_isolating(writer, rows, prepared, ahead, on_stored, prepare)
+            counts.stored += new
+            counts.duplicate += len(rows) - new - len(refused)
+            if refused:
+                problems = sorted(problems + refused)
         counts.rejected += len(problems)
         room = MAX_STORED_ERRORS - len(errors)
         errors.extend({"line": line, "reason": reason} for line, reason in problems[:room])
-        if rows:
-            with transaction.atomic():
-                new = _batch_store(writer, rows, prepared, ahead, on_stored, prepare)
-            counts.stored += new
-            counts.duplicate += len(rows) - new
         if progress is not None:
             progress(len(rows) + len(problems))
         if time.monotonic() > next_lease:
@@ -532,8 +621,21 @@ def _store_batches(
 
 def cdr_file_create(*, name: str, source: str, path: Path | None = None) -> CdrFile:
     return CdrFile.objects.create(
-        name=name, source=source, path=str(path) if path else "", status=CdrFile.Status.QUEUED
+        name=file_name_fit(name),
+        source=source,
+        path=str(path) if path else "",
+        status=CdrFile.Status.QUEUED,
     )
+
+
+def file_name_fit(name: str) -> str:
+    """`name`, or if it is longer than an ingest record's name can be, its start and end
+    around a "…" (CUCM names start with the kind and end with the sequence number)."""
+    limit = CdrFile._meta.get_field("name").max_length
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return f"{name[:head]}…{name[len(name) - (limit - 1 - head) :]}"
 
 
 def cdr_file_ingest(
@@ -552,7 +654,7 @@ def cdr_file_ingest(
     that is not a CUCM file at all fails with a reason. Database errors propagate: the batches
     already committed stay, and ingesting the file again stores only what is missing.
     """
-    name = name or path.name
+    name = file_name_fit(name or path.name)
     if cdr_file is None:
         cdr_file = cdr_file_create(name=name, source=source, path=path)
     sha256, size = file_digest(path)
@@ -561,7 +663,7 @@ def cdr_file_ingest(
     cdr_file.status = CdrFile.Status.PROCESSING
     cdr_file.errors = []
     parsed_name = parse_file_name(name)
-    cdr_file.cluster = parsed_name.cluster if parsed_name else ""
+    cdr_file.cluster = parsed_name.cluster[:KEY_LENGTH] if parsed_name else ""
     cdr_file.save()
 
     already = (
@@ -580,43 +682,39 @@ def cdr_file_ingest(
         on_stored = _webhook_hook()
     with open_binary(path) as stream:
         try:
-            reader = CucmReader(stream)
+            reader = CucmReader(
+                stream,
+                max_line_bytes=settings.CDR_MAX_LINE_BYTES,
+                max_bytes=settings.CDR_MAX_FILE_BYTES,
+            )
         except NotCucmFile as exc:
             return _finish(cdr_file, CdrFile.Status.FAILED, error=str(exc))
-        except (OSError, EOFError) as exc:
-            return _finish(cdr_file, CdrFile.Status.FAILED, error=_read_error(stream, exc))
         layout = reader.layout
         cdr_file.kind = layout.kind
         writer = _Writer(layout, layout_get_or_create(layout), cdr_file, cdr_file.cluster)
         if parsed_name and parsed_name.kind != layout.kind:
             log.warning("%s is named %s but its header is %s", name, parsed_name.kind, layout.kind)
-        try:
-            counts = _store_rows(
-                reader=reader,
-                writer=writer,
-                cdr_file=cdr_file,
-                on_stored=on_stored if layout.kind == "cdr" else None,
-                progress=progress,
-            )
-        except (OSError, EOFError) as exc:
-            # A gzip stream cut short or a read error: what was stored stays stored.
-            cdr_file.error = f"after line {reader.line}: {_read_error(stream, exc)}"
-            counts = None
-    if counts is None:
-        return _finish(cdr_file, CdrFile.Status.FAILED, error=cdr_file.error)
+        counts = _store_rows(
+            reader=reader,
+            writer=writer,
+            cdr_file=cdr_file,
+            on_stored=on_stored if layout.kind == "cdr" else None,
+            progress=progress,
+        )
     # A retried ingest counts what an interrupted attempt stored as duplicates: each record
     # is still stored, and fires, once.
     cdr_file.stored_count = counts.stored
     cdr_file.duplicate_count = counts.duplicate
     cdr_file.rejected_count = counts.rejected
+    if counts.cut is not None:
+        # A gzip stream cut short, a read error, the size limit: what was read is stored.
+        error = (
+            f"{counts.cut}; {counts.stored} records stored, {counts.duplicate} duplicate, "
+            f"{counts.rejected} rejected before it"
+        )
+        return _finish(cdr_file, CdrFile.Status.FAILED, error=error)
     note = "" if reader.rows_seen else "the file has a header but no records"
     return _finish(cdr_file, CdrFile.Status.DONE, error=note)
-
-
-def _read_error(stream: object, exc: BaseException) -> str:
-    if isinstance(stream, gzip.GzipFile):
-        return f"corrupt or truncated gzip file ({exc})"
-    return f"cannot read the file ({exc})"
 
 
 def _finish(cdr_file: CdrFile, status: str, *, error: str = "") -> CdrFile:

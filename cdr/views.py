@@ -86,7 +86,7 @@ class CdrFileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
                     "CdrFileUploadError",
                     {"file": serializers.ListField(child=serializers.CharField())},
                 ),
-                description="No file, or an empty one",
+                description="No file, an empty one, or one whose name is too long",
             ),
         },
         parameters=[
