@@ -94,7 +94,8 @@ def file_claim(path: Path, *, source: str = "watcher") -> CdrFile | None:
     """Move a complete file into the queue and enqueue its ingest; None if another watcher
     took it first or it disappeared."""
     folders = Folders.current()
-    target = folders.queue / f"{uuid.uuid4().hex}__{path.name}"
+    prefix = f"{uuid.uuid4().hex}__"
+    target = folders.queue / (prefix + name_on_disk(path.name, NAME_MAX - len(prefix)))
     try:
         os.rename(path, target)
     except FileNotFoundError:
@@ -189,13 +190,30 @@ def file_refusal(path: Path) -> str | None:
     return None
 
 
+# Bytes in one file name on the file systems we run on.
+NAME_MAX = 255
+
+
+def name_on_disk(name: str, room: int) -> str:
+    """`name`, or if it takes more than `room` bytes, its start and end around a "…": a
+    name as long as the folder holds must still fit with our prefixes and suffixes."""
+    if len(name.encode()) <= room:
+        return name
+    keep = room - len("…".encode())
+    head = name.encode()[: keep // 2].decode(errors="ignore")
+    tail = name.encode()[len(name.encode()) - (keep - keep // 2) :].decode(errors="ignore")
+    return f"{head}…{tail}"
+
+
 def _file_retire(cdr_file: CdrFile) -> None:
     folders = Folders.current()
     failed = cdr_file.status == CdrFile.Status.FAILED
     folder = folders.failed if failed else folders.processed
-    target = folder / cdr_file.name
+    # Room for the ".<id>" of a name taken and the ".error" note beside it.
+    name = name_on_disk(cdr_file.name, NAME_MAX - len(f".{cdr_file.pk}.error"))
+    target = folder / name
     if target.exists():
-        target = folder / f"{cdr_file.name}.{cdr_file.pk}"
+        target = folder / f"{name}.{cdr_file.pk}"
     shutil.move(cdr_file.path, target)
     if failed:
         target.with_name(target.name + ".error").write_text(cdr_file.error + "\n")

@@ -189,3 +189,30 @@ def test_a_symlinked_file_is_refused_unread_and_moved_to_failed(
     assert "symbolic link" in result.error
     assert (incoming / "failed" / Path(SAMPLE).name).is_symlink()
     assert Cdr.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content", [b"binary\x00", None], ids=["failed", "processed"])
+def test_a_name_as_long_as_the_folder_holds_is_claimed_and_retired(
+    samples: Path, tmp_path: Path, settings: object, content: bytes | None
+) -> None:
+    settings.CDR_INCOMING_DIR = tmp_path  # type: ignore[attr-defined]
+    name = "cdr_" + "é" * 140 + "_01_202001010000_1"  # 302 bytes
+    name = name[: len(name) - (len(name.encode()) - 255)]  # exactly 255 bytes
+    assert len(name.encode()) == 255
+    path = tmp_path / name
+    if content is None:
+        shutil.copy(samples / SAMPLE, path)
+    else:
+        path.write_bytes(content)
+    cdr_file = file_claim(path)
+    assert cdr_file is not None and cdr_file.name == name
+    result = queued_file_ingest(file_id=cdr_file.pk)
+    folder = tmp_path / ("failed" if content else "processed")
+    kept = [p for p in folder.iterdir() if not p.name.endswith(".error")]
+    assert len(kept) == 1 and kept[0].name.startswith("cdr_éé") and "…" in kept[0].name
+    if content:
+        assert result.status == CdrFile.Status.FAILED
+        assert (folder / (kept[0].name + ".error")).is_file()
+    else:
+        assert result.status == CdrFile.Status.DONE and result.stored_count == 6
