@@ -19,7 +19,7 @@ from webhooks.matching import ConditionError, field_kind, validate_condition
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.payload import delivery_body_preview
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
-from webhooks.validation import header_errors
+from webhooks.validation import header_errors, name_problem
 
 
 def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -111,6 +111,13 @@ class WebhookForm(forms.ModelForm):
     class Meta:
         model = Webhook
         fields = ["name", "url", "enabled", "meta"]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        problem = name_problem(name)
+        if problem:
+            raise forms.ValidationError(problem)
+        return name
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
