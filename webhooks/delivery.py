@@ -32,6 +32,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -202,21 +203,24 @@ def deliveries_claim(
     if hold_slow:
         subquery, subquery_params = held_webhooks(now).query.sql_with_params()
         held, held_params = f" AND webhook_id NOT IN ({subquery})", list(subquery_params)
-    with transaction.atomic(), connection.cursor() as cursor:
-        if hold_slow and connection.vendor == "postgresql":
-            _slow_webhooks_lock(cursor, ids)
-        cursor.execute(
-            _CLAIM_SQL.format(ids=where, held=held),
-            [
-                Delivery.Status.SENDING,
-                ops.adapt_datetimefield_value(now + lease()),
-                *id_params,
-                Delivery.Status.PENDING,
-                ops.adapt_datetimefield_value(now),
-                *held_params,
-            ],
-        )
-        rows = cursor.fetchall()
+    with connection.cursor() as cursor:
+        slow = _slow_webhooks(cursor, ids) if hold_slow else []
+        # Claims of a webhook whose last attempt timed out take turns (see _slow_webhooks).
+        with transaction.atomic() if slow else nullcontext():
+            for webhook_id in slow:  # in id order: no deadlock between workers
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CLAIM_LOCK, webhook_id])
+            cursor.execute(
+                _CLAIM_SQL.format(ids=where, held=held),
+                [
+                    Delivery.Status.SENDING,
+                    ops.adapt_datetimefield_value(now + lease()),
+                    *id_params,
+                    Delivery.Status.PENDING,
+                    ops.adapt_datetimefield_value(now),
+                    *held_params,
+                ],
+            )
+            rows = cursor.fetchall()
     claimed = []
     for row in sorted(rows):
         delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
@@ -229,21 +233,23 @@ def deliveries_claim(
 _CLAIM_LOCK = 0x57484B43
 
 
-def _slow_webhooks_lock(cursor: Any, ids: Sequence[int]) -> None:
-    """Make claims of a webhook whose last attempt timed out take turns until they commit.
+def _slow_webhooks(cursor: Any, ids: Sequence[int]) -> list[int]:
+    """PostgreSQL: the webhooks of `ids` whose last attempt timed out, in id order.
 
     Each claim sees the database as its statement began: two workers could both find that no
     delivery of such a webhook is being sent, and both claim a batch of it (its batches
-    finish at the same moment, so they would, every time). SQLite runs one writer at a time.
+    finish at the same moment, so they would, every time). Their claims take turns under an
+    advisory lock, each seeing the previous one committed. SQLite runs one writer at a time.
     """
+    if connection.vendor != "postgresql":
+        return []
     cursor.execute(
         "SELECT DISTINCT w.id FROM webhooks_webhook w "
         "JOIN webhooks_delivery d ON d.webhook_id = w.id "
         "WHERE d.id = ANY(%s) AND w.last_status = 'timeout' ORDER BY w.id",
         [list(ids)],
     )
-    for (webhook_id,) in cursor.fetchall():  # in id order: no deadlock between workers
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CLAIM_LOCK, webhook_id])
+    return [webhook_id for (webhook_id,) in cursor.fetchall()]
 
 
 def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
