@@ -295,7 +295,7 @@ def test_a_time_outside_the_calendar_is_rendered_as_written() -> None:
 @pytest.mark.django_db
 @pytest.mark.usefixtures("premium", "local")
 def test_a_record_that_cannot_be_rendered_fails_alone_and_its_batch_is_sent(
-    tmp_path: Path, httpserver: HTTPServer
+    tmp_path: Path, httpserver: HTTPServer, api: Any
 ) -> None:
     httpserver.expect_request("/hook").respond_with_data("ok")
     webhook = make_webhook(httpserver.url_for("/hook"))
@@ -318,6 +318,9 @@ def test_a_record_that_cannot_be_rendered_fails_alone_and_its_batch_is_sent(
     assert [b["cdr"]["dateTimeOrigination"] for b in bodies].count("-99999999999") == 1
     webhook.refresh_from_db()
     assert (webhook.delivered_count, webhook.failed_count) == (5, 1)
+    # Its page still shows, with the reason and no body.
+    shown = api.get(f"/api/v1/deliveries/{broken.pk}/").json()
+    assert shown["reason"] == broken.reason and shown["body"] == ""
 
 
 # --- 3. counters after a redelivery ---------------------------------------------------------

@@ -134,8 +134,12 @@ def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | 
 def delivery_body_preview(delivery: Any) -> str | None:
     """For a delivery not sent yet (its body is empty until the first send): the body it
     would carry, rendered now from its record and its webhook's current name and meta, for
-    the delivery log. None when it has a body, or its record is gone."""
+    the delivery log. None when it has a body, or its record is gone or cannot be rendered
+    (the delivery then failed, and its reason says why: the log page must still show)."""
     if delivery.body or delivery.cdr_id is None:
         return None
     webhook = delivery.webhook
-    return event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
+    try:
+        return event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
+    except Exception:
+        return None
