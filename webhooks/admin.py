@@ -20,7 +20,7 @@ from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhoo
 from webhooks.payload import delivery_body_preview
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
-from webhooks.validation import header_errors
+from webhooks.validation import header_errors, name_problem
 
 
 def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -120,6 +120,13 @@ class WebhookForm(forms.ModelForm):
             self.fields[
                 "url"
             ].help_text = f"credentials in the URL are shown as {MASK}; leave them so to keep them"
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        problem = name_problem(name)
+        if problem:
+            raise forms.ValidationError(problem)
+        return name
 
     def clean_url(self) -> str:
         try:

@@ -4,10 +4,17 @@ retries.
 The database holds all delivery state. A worker claims the due deliveries of a batch with one
 conditional UPDATE (only one worker can win each delivery), sends them through
 `webhooks.http` (concurrently on a small per-process thread pool, so one slow receiver does
-not hold up the others), then records every outcome in one transaction: one INSERT of the
-attempt rows, one UPDATE of the deliveries, one UPDATE of the counters per webhook. Retries
-are rows with a future `next_attempt_at`, picked up by the sweeper; a delivery whose worker
-died stays `sending` until its lease ends, then is retried.
+not hold up the rest of the batch, and each send within WEBHOOK_TIMEOUT), then records every
+outcome in one transaction: one INSERT of the attempt rows, one UPDATE of the deliveries,
+one UPDATE of the counters per webhook. Retries are rows with a future `next_attempt_at`,
+picked up by the sweeper; a delivery whose worker died stays `sending` until its lease ends,
+then is retried.
+
+A slow receiver still holds the worker process that sends to it for up to WEBHOOK_TIMEOUT
+per batch. So that it cannot take every process (a backlog of its deliveries would fill
+every batch), a webhook whose receiver is slow right now gets no new claims while one of its
+deliveries is being sent: it keeps at most the processes it already has, and the other
+webhooks' deliveries flow on the rest. Its skipped deliveries stay due for the sweeper.
 """
 
 from __future__ import annotations
@@ -22,15 +29,17 @@ import random
 import secrets
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from licensing.gating import webhooks_license_problem
@@ -112,20 +121,47 @@ def retry_delay(position: int, retry_after: float | None) -> float | None:
 
 # At most this many deliveries are claimed at once (and sent to one task): every one of them
 # is sent at the same time on the thread pool, so a batch lasts at most one request's worst
-# case, well inside the lease and the task's time limits.
+# case (WEBHOOK_TIMEOUT, for all of it), well inside the lease and the task's time limits.
 BATCH_MAX = 25
+# Beyond one attempt's bound, a batch reads and writes the database: room for a slow one.
+DATABASE_SECONDS = 20.0
+
+
+def batch_seconds() -> float:
+    """How long a batch may take: its sends run at once, each bounded by WEBHOOK_TIMEOUT as
+    a whole, then one transaction records them. The task's soft time limit."""
+    return settings.WEBHOOK_TIMEOUT + DATABASE_SECONDS
 
 
 def lease() -> timedelta:
-    """How long a claimed delivery stays `sending` before the sweeper takes it back: above
-    the worst case of one batch (connect + read timeouts of one request, plus the database)."""
-    return timedelta(seconds=settings.WEBHOOK_TIMEOUT * 2 + 30)
+    """How long a claimed delivery stays `sending` before the sweeper takes it back: beyond
+    the task's hard time limit (`batch_seconds() + 10`), so a delivery is never taken back
+    from a task that may still be running."""
+    return timedelta(seconds=batch_seconds() + 20)
+
+
+def slow_seconds() -> float:
+    """A send running longer than this marks its receiver as slow."""
+    return settings.WEBHOOK_TIMEOUT / 2
+
+
+def held_webhooks(now: datetime) -> QuerySet[Delivery]:
+    """The ids of the webhooks that get no new claims now: one of their deliveries is being
+    sent (its lease still running), and their receiver is slow — that send started more
+    than `slow_seconds()` ago, or their last attempt timed out."""
+    started_before = now + lease() - timedelta(seconds=slow_seconds())
+    return (
+        Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_until__gt=now)
+        .filter(Q(claimed_until__lt=started_before) | Q(webhook__last_status="timeout"))
+        .order_by()
+        .values("webhook_id")
+    )
 
 
 _CLAIM_SQL = """
     UPDATE webhooks_delivery
        SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
-     WHERE {ids} AND status = %s AND next_attempt_at <= %s
+     WHERE {ids} AND status = %s AND next_attempt_at <= %s{held}
  RETURNING id, webhook_id, cdr_id, kind, event_id, body, attempt_count, schedule_start
 """
 _CLAIMED_FIELDS = (
@@ -148,9 +184,13 @@ def webhook_snapshot(webhook_id: int) -> tuple[Webhook, list[tuple[str, str]]]:
     return webhook, headers
 
 
-def deliveries_claim(*, ids: Sequence[int], now: datetime | None = None) -> list[Delivery]:
+def deliveries_claim(
+    *, ids: Sequence[int], now: datetime | None = None, hold_slow: bool = True
+) -> list[Delivery]:
     """Take the due deliveries among `ids` for this worker: one conditional UPDATE, and each
-    row can be won by one worker only; it returns what the send needs (no second query)."""
+    row can be won by one worker only; it returns what the send needs (no second query).
+    With `hold_slow`, those of a webhook in `held_webhooks` are left due (see the module
+    docstring)."""
     if not ids:
         return []
     now = now or timezone.now()
@@ -159,18 +199,28 @@ def deliveries_claim(*, ids: Sequence[int], now: datetime | None = None) -> list
         where, id_params = "id = ANY(%s)", [list(ids)]
     else:
         where, id_params = f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
+    held, held_params = "", []
+    if hold_slow:
+        subquery, subquery_params = held_webhooks(now).query.sql_with_params()
+        held, held_params = f" AND webhook_id NOT IN ({subquery})", list(subquery_params)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL.format(ids=where),
-            [
-                Delivery.Status.SENDING,
-                ops.adapt_datetimefield_value(now + lease()),
-                *id_params,
-                Delivery.Status.PENDING,
-                ops.adapt_datetimefield_value(now),
-            ],
-        )
-        rows = cursor.fetchall()
+        slow = _slow_webhooks(cursor, ids) if hold_slow else []
+        # Claims of a webhook whose last attempt timed out take turns (see _slow_webhooks).
+        with transaction.atomic() if slow else nullcontext():
+            for webhook_id in slow:  # in id order: no deadlock between workers
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CLAIM_LOCK, webhook_id])
+            cursor.execute(
+                _CLAIM_SQL.format(ids=where, held=held),
+                [
+                    Delivery.Status.SENDING,
+                    ops.adapt_datetimefield_value(now + lease()),
+                    *id_params,
+                    Delivery.Status.PENDING,
+                    ops.adapt_datetimefield_value(now),
+                    *held_params,
+                ],
+            )
+            rows = cursor.fetchall()
     claimed = []
     for row in sorted(rows):
         delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
@@ -179,8 +229,32 @@ def deliveries_claim(*, ids: Sequence[int], now: datetime | None = None) -> list
     return claimed
 
 
+# The first key of PostgreSQL advisory locks taken by claims, per slow webhook (the second).
+_CLAIM_LOCK = 0x57484B43
+
+
+def _slow_webhooks(cursor: Any, ids: Sequence[int]) -> list[int]:
+    """PostgreSQL: the webhooks of `ids` whose last attempt timed out, in id order.
+
+    Each claim sees the database as its statement began: two workers could both find that no
+    delivery of such a webhook is being sent, and both claim a batch of it (its batches
+    finish at the same moment, so they would, every time). Their claims take turns under an
+    advisory lock, each seeing the previous one committed. SQLite runs one writer at a time.
+    """
+    if connection.vendor != "postgresql":
+        return []
+    cursor.execute(
+        "SELECT DISTINCT w.id FROM webhooks_webhook w "
+        "JOIN webhooks_delivery d ON d.webhook_id = w.id "
+        "WHERE d.id = ANY(%s) AND w.last_status = 'timeout' ORDER BY w.id",
+        [list(ids)],
+    )
+    return [webhook_id for (webhook_id,) in cursor.fetchall()]
+
+
 def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
-    claimed = deliveries_claim(ids=[delivery_id], now=now)
+    """One delivery, whatever its webhook's receiver is doing: an operator's test send."""
+    claimed = deliveries_claim(ids=[delivery_id], now=now, hold_slow=False)
     return claimed[0] if claimed else None
 
 
@@ -291,6 +365,7 @@ def deliveries_send(
 
     records = stored_cdrs(d.cdr_id for d in sendable if d.cdr_id is not None)
     deleted: list[int] = []
+    unrenderable: list[tuple[Delivery, str]] = []
     jobs: list[_Send] = []
     for delivery in sendable:
         webhook, custom = snapshots[delivery.webhook_id]
@@ -303,7 +378,25 @@ def deliveries_send(
                 deleted.append(delivery.pk)
                 results[delivery.pk] = None
                 continue
-            delivery.body = payload_body(name=webhook.name, meta=webhook.meta, cdr=record.cdr())
+            try:
+                delivery.body = payload_body(name=webhook.name, meta=webhook.meta, cdr=record.cdr())
+            except Exception as exc:  # one stored record must never hold back its batch
+                log.warning(
+                    "delivery %s: cannot render record %s: %s",
+                    delivery.pk,
+                    record.id,
+                    exc,
+                    extra={"webhook": webhook.pk, "delivery": delivery.pk, "error_class": "render"},
+                )
+                unrenderable.append(
+                    (
+                        delivery,
+                        "render: the stored record cannot be rendered "
+                        f"({type(exc).__name__}: {exc})",
+                    )
+                )
+                results[delivery.pk] = None
+                continue
         body = delivery.body.encode()
         headers, redacted = request_headers(webhook, custom, delivery.event_id, body)
         jobs.append(_Send(delivery, webhook, body, headers, redacted, rendered, record))
@@ -322,6 +415,8 @@ def deliveries_send(
                 reason="the record was deleted before it could be sent",
                 **finished,
             )
+        if unrenderable:
+            _record_unrenderable(unrenderable, now=now)
         if jobs:
             results.update(_record(jobs, trigger=trigger, retry=retry, now=now))
     for job in jobs:
@@ -330,6 +425,28 @@ def deliveries_send(
 
 
 # --- recording -------------------------------------------------------------------------
+
+
+def _record_unrenderable(failures: list[tuple[Delivery, str]], *, now: datetime) -> None:
+    """Fail at once the deliveries whose record cannot be rendered (no retry can render it),
+    and count them as failed."""
+    failed: Counter[int] = Counter()
+    for delivery, reason in failures:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=Delivery.Status.FAILED,
+            reason=reason[:200],
+            last_error=reason,
+            last_status_code=None,
+            claimed_until=None,
+            finished_at=now,
+        )
+        failed[delivery.webhook_id] += 1
+    for webhook_id in sorted(failed):  # one order everywhere: no deadlock between workers
+        Webhook.objects.filter(pk=webhook_id).update(
+            failed_count=F("failed_count") + failed[webhook_id],
+            last_status="render",
+            last_delivery_at=now,
+        )
 
 
 @dataclass(slots=True)

@@ -11,17 +11,27 @@ in each worker process, so consecutive deliveries to one receiver share a TCP (a
 connection. Every new connection resolves, checks and pins its address again; a reused one
 stays connected to the address that was checked when it was opened, and a change of
 `WEBHOOK_ALLOWED_NETWORKS` starts new pools.
+
+`WEBHOOK_TIMEOUT` bounds a whole attempt (connect, send, status line, headers and the part
+of the body we read), not each socket read: a receiver that answers one byte at a time
+would otherwise hold a request, and its worker, for as long as it likes. Socket timeouts
+cannot express that, so one watchdog thread per process shuts down the socket of every
+request still running at its deadline; the blocked read then returns and the attempt is
+recorded as a `timeout`.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -123,9 +133,12 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
                     break
             conn._dns_host = text  # type: ignore[attr-defined]
             try:
-                return HTTPConnection._new_conn(conn)
+                sock = HTTPConnection._new_conn(conn)
             except HTTPError as exc:  # refused or timed out: try the next checked address
                 last = exc
+            else:
+                _watch_socket(sock)
+                return sock
     finally:
         conn._dns_host, conn.timeout = host, timeout  # type: ignore[attr-defined]
     if last is None:
@@ -137,10 +150,20 @@ class GuardedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _guarded_socket(self)
 
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if self.sock is not None:  # a kept-alive connection: its socket is new to this attempt
+            _watch_socket(self.sock)
+        super().request(*args, **kwargs)
+
 
 class GuardedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         return _guarded_socket(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if self.sock is not None:
+            _watch_socket(self.sock)
+        super().request(*args, **kwargs)
 
 
 class GuardedHTTPPool(HTTPConnectionPool):
@@ -149,6 +172,103 @@ class GuardedHTTPPool(HTTPConnectionPool):
 
 class GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = GuardedHTTPSConnection
+
+
+# --- the deadline of one attempt ------------------------------------------------------------
+
+
+class _Attempt:
+    """One request in flight: its deadline and the sockets it uses (one, or a few while
+    connecting to a name with several addresses)."""
+
+    __slots__ = ("deadline", "done", "expired", "sockets")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sockets: list[socket.socket] = []
+        self.expired = False
+        self.done = False
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        # The plain socket's method, also for a TLS one: it wakes a read blocked in another
+        # thread (SSLSocket.shutdown would first drop its TLS state under that read's feet).
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # already closed or never connected
+        pass
+
+
+class _Watchdog:
+    """Shuts down the sockets of attempts that reach their deadline. One thread, asleep
+    until the earliest deadline; a finished attempt just stays in the heap until then."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._order = itertools.count()
+        threading.Thread(target=self._run, name="webhook-deadline", daemon=True).start()
+
+    def watch(self, attempt: _Attempt) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
+            if self._heap[0][2] is attempt:
+                self._cond.notify()
+
+    def attach(self, attempt: _Attempt, sock: socket.socket) -> None:
+        with self._cond:
+            if attempt.expired:  # the deadline passed while connecting
+                _shut(sock)
+            elif not attempt.done:
+                attempt.sockets.append(sock)
+
+    def finish(self, attempt: _Attempt) -> bool:
+        """Stop watching `attempt`; True if its deadline passed first."""
+        with self._cond:
+            attempt.done = True
+            attempt.sockets.clear()
+            return attempt.expired
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    attempt = heapq.heappop(self._heap)[2]
+                    if not attempt.done:
+                        attempt.expired = True
+                        for sock in attempt.sockets:
+                            _shut(sock)
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog: _Watchdog | None = None
+_current = threading.local()
+
+
+def _watching(deadline: float) -> _Attempt:
+    global _watchdog
+    if _watchdog is None:
+        with _lock:
+            if _watchdog is None:
+                _watchdog = _Watchdog()
+    attempt = _Attempt(deadline)
+    _watchdog.watch(attempt)
+    _current.attempt = attempt
+    return attempt
+
+
+def _watch_socket(sock: socket.socket) -> None:
+    """Put `sock` under this thread's current deadline (if a request is being made)."""
+    attempt: _Attempt | None = getattr(_current, "attempt", None)
+    if attempt is not None and _watchdog is not None:
+        _watchdog.attach(attempt, sock)
+
+
+def _unwatch(attempt: _Attempt) -> bool:
+    _current.attempt = None
+    assert _watchdog is not None
+    return _watchdog.finish(attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +287,11 @@ _targets: dict[tuple[str, tuple[object, ...]], _Target] = {}
 
 
 def _forget_pools() -> None:
-    """In a forked child: never share the parent's sockets."""
-    global _lock
+    """In a forked child: never share the parent's sockets (nor its watchdog, whose thread
+    does not exist there)."""
+    global _lock, _watchdog
     _lock = threading.Lock()
+    _watchdog = None
     _pools.clear()
     _targets.clear()
 
@@ -268,39 +390,50 @@ def _classify(exc: BaseException) -> str:
 def post(
     url: str, *, body: bytes, headers: dict[str, str], timeout: float | None = None
 ) -> Response:
-    """POST `body` to `url`. Never raises for network trouble: the Response says what happened."""
+    """POST `body` to `url`, all of it within `timeout` seconds (WEBHOOK_TIMEOUT). Never
+    raises for network trouble: the Response says what happened."""
     timeout = timeout or settings.WEBHOOK_TIMEOUT
     target = _target(url)
     if target.problem:
         return Response(error_class="policy", error=target.problem)
     started = time.perf_counter()
+    attempt = _watching(time.monotonic() + timeout)
+    reply = None
     try:
-        reply = _pool(target).urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers={**headers, "User-Agent": USER_AGENT},
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            timeout=Timeout(connect=timeout, read=timeout),
-            preload_content=False,
-            release_conn=False,
-        )
+        try:
+            reply = _pool(target).urlopen(
+                "POST",
+                target.path,
+                body=body,
+                headers={**headers, "User-Agent": USER_AGENT},
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=Timeout(connect=timeout, read=timeout),
+                preload_content=False,
+                release_conn=False,
+            )
+            excerpt = reply.read(RESPONSE_EXCERPT) or b""
+            # Drain a small remainder so the connection can be reused; drop a large one.
+            if len(reply.read(DRAIN_LIMIT) or b"") >= DRAIN_LIMIT:
+                reply.close()
+        finally:
+            # Before the connection goes back to the pool, where another thread may take it.
+            expired = _unwatch(attempt)
+        if expired:  # what was read may be partial, and the socket is shut
+            reply.close()
+            return _timed_out(timeout, started)
     except DestinationRefused as exc:
         return Response(error_class="policy", error=str(exc), latency_ms=_ms(started))
     except (HTTPError, OSError, ValueError) as exc:
-        return Response(error_class=_classify(exc), error=str(exc)[:1000], latency_ms=_ms(started))
-    try:
-        excerpt = reply.read(RESPONSE_EXCERPT) or b""
-        # Drain a small remainder so the connection can be reused; drop a large one.
-        if len(reply.read(DRAIN_LIMIT) or b"") >= DRAIN_LIMIT:
+        if reply is not None:
             reply.close()
-    except (HTTPError, OSError) as exc:
-        reply.close()
+        if expired:
+            return _timed_out(timeout, started)
         return Response(error_class=_classify(exc), error=str(exc)[:1000], latency_ms=_ms(started))
     finally:
-        reply.release_conn()
+        if reply is not None:
+            reply.release_conn()
     code = reply.status
     ok = 200 <= code < 300
     return Response(
@@ -312,6 +445,14 @@ def post(
         error="" if ok else f"HTTP {code} {reply.reason or ''}".strip(),
         retry_after=_retry_after(reply.headers.get("Retry-After")),
         headers=dict(reply.headers),
+    )
+
+
+def _timed_out(timeout: float, started: float) -> Response:
+    return Response(
+        error_class="timeout",
+        error=f"no complete response within {timeout:g} s",
+        latency_ms=_ms(started),
     )
 
 

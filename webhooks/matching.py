@@ -2,6 +2,10 @@
 
 A condition is `{field, operator, value}` on any CDR field. Validation makes every value
 usable (numbers are numbers, regexes compile, lists are lists), so matching never fails.
+
+Regular expressions run on RE2, whose matching time is linear in the value: a pattern such
+as `(a+)+$` cannot hang ingest, where matching runs. RE2 has no back-references or
+look-around, which are refused on save with the construct named.
 Compilation turns a webhook's conditions into one plain-Python predicate over a parsed row
 (a list of strings in the file's column order), using the file's own column positions.
 """
@@ -17,6 +21,8 @@ from datetime import UTC, datetime
 from itertools import accumulate, chain, compress
 from operator import itemgetter
 from typing import Any
+
+import re2
 
 from cdr.fields import CDR_BY_NAME, CDR_FIELDS, FieldSpec
 
@@ -45,6 +51,9 @@ VALUELESS_OPERATORS = ("is_empty", "is_not_empty")
 
 Row = Sequence[str]
 Predicate = Callable[[str], bool]
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the message goes to the operator, not to stderr
 
 
 class ConditionError(ValueError):
@@ -158,13 +167,41 @@ def _normalise(operator: str, value: object, kind: str) -> Any:
     if operator == "regex":
         if len(text) > MAX_REGEX_LENGTH:
             raise ValueError(f"regular expression longer than {MAX_REGEX_LENGTH} characters")
-        try:
-            re.compile(text)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
+        problem = regex_problem(text)
+        if problem:
+            raise ValueError(f"invalid regular expression: {problem}")
     elif operator != "eq" and operator != "ne" and text == "":
         raise ValueError("a value is required")
     return text
+
+
+def _regex(pattern: str) -> re2._Regexp:
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+# RE2's messages name the construct; these say why it is not there.
+_UNSUPPORTED = (
+    (re.compile(r"invalid escape sequence: \\[1-9]"), "back-references are not supported"),
+    (
+        re.compile(r"invalid perl operator: \(\?(P|[=!<])"),
+        "look-around and back-references are not supported",
+    ),
+)
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why RE2 refuses `pattern` (its message names the construct), or None."""
+    try:
+        _regex(pattern)
+    except re2.error as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", errors="replace")
+        for known, why in _UNSUPPORTED:
+            if known.match(message):
+                return f"{message} ({why})"
+        return message
+    return None
 
 
 def _number_predicate(operator: str, value: Any, kind: str) -> Predicate:
@@ -207,8 +244,17 @@ def _text_predicate(operator: str, value: Any) -> Predicate:
     if operator == "endswith":
         return lambda v: v.endswith(value)
     if operator == "regex":
-        search = re.compile(value).search
-        return lambda v: search(v) is not None
+        if regex_problem(value):
+            # Saved before RE2 checked patterns (a back-reference, a look-around): refused
+            # now, it matches nothing rather than stop ingest.
+            return lambda v: False
+        # A one-pattern set: one call into RE2 per value, where a compiled pattern's search
+        # builds a match object in Python (ten times the cost; this is the hot path).
+        patterns = re2.Set.SearchSet(_RE2_OPTIONS)
+        patterns.Add(value)
+        patterns.Compile()
+        found = patterns.Match
+        return lambda v: found(v) is not None
     raise AssertionError(operator)
 
 

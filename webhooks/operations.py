@@ -6,21 +6,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
-
 from cdr.models import Cdr, RecordLayout
 from cdr.parsing import split_line
 from webhooks.matching import Rule, compile_rules
 from webhooks.models import Delivery, Webhook
-from webhooks.services import deliveries_enqueue
-from webhooks.trigger import ENQUEUE_GRACE
+from webhooks.services import deliveries_requeue
 
 DRY_RUN_DEFAULT_LIMIT = 1000
 DRY_RUN_MAX_LIMIT = 100_000
 DRY_RUN_SAMPLE = 10
-REDELIVER_CHUNK = 500
 SAMPLE_COLUMNS = (
     "id",
     "pkid",
@@ -91,11 +85,8 @@ def deliveries_redeliver(
     until: datetime | None = None,
     statuses: Sequence[str] = (Delivery.Status.FAILED,),
 ) -> int:
-    """Send again every matching delivery of a webhook (e.g. after a receiver outage).
-
-    Each keeps its webhook-id and gets a fresh retry schedule; one being sent right now is
-    left alone. Returns how many were requeued.
-    """
+    """Send again every matching delivery of a webhook (e.g. after a receiver outage), as
+    `deliveries_requeue` does. Returns how many were requeued."""
     deliveries = Delivery.objects.filter(webhook=webhook, status__in=statuses).exclude(
         status=Delivery.Status.SENDING
     )
@@ -103,21 +94,5 @@ def deliveries_redeliver(
         deliveries = deliveries.filter(created_at__gte=since)
     if until is not None:
         deliveries = deliveries.filter(created_at__lt=until)
-    now = timezone.now()
-    count = 0
-    with transaction.atomic():
-        ids = list(deliveries.values_list("pk", flat=True))
-        # In chunks: SQLite caps the number of parameters in one statement.
-        for start in range(0, len(ids), REDELIVER_CHUNK):
-            count += Delivery.objects.filter(
-                pk__in=ids[start : start + REDELIVER_CHUNK], status__in=statuses
-            ).update(
-                status=Delivery.Status.PENDING,
-                schedule_start=F("attempt_count"),
-                next_attempt_at=now,
-                claimed_until=now + ENQUEUE_GRACE,
-                finished_at=None,
-                reason="",
-            )
-        transaction.on_commit(lambda: deliveries_enqueue(ids))
-    return count
+    ids = list(deliveries.values_list("pk", flat=True))
+    return deliveries_requeue(ids=ids, statuses=statuses)

@@ -19,9 +19,22 @@ TIME_FIELDS = frozenset({"dateTimeOrigination", "dateTimeConnect", "dateTimeDisc
 
 
 def render_time(value: str) -> str:
+    """Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ`; a value that is no time we can write (not a
+    number, or outside years 1-9999) as it is, rather than fail the payload."""
     if value in ("", "0"):
         return "Never"
-    return datetime.fromtimestamp(int(value), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return value
+
+
+def render_integer(value: str) -> int | str:
+    """A JSON integer, or the value as it is when it is not one."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def cdr_renderer(names: Sequence[str]) -> Callable[[Sequence[str]], dict[str, Any]]:
@@ -31,10 +44,13 @@ def cdr_renderer(names: Sequence[str]) -> Callable[[Sequence[str]], dict[str, An
         if name in TIME_FIELDS:
             special[i] = render_time
         elif name == "duration":
-            special[i] = int
+            special[i] = render_integer
     pairs = tuple(enumerate(names))
+    width = len(pairs)
 
     def render(values: Sequence[str]) -> dict[str, Any]:
+        if len(values) < width:  # a short line: its missing fields are empty
+            values = [*values, *[""] * (width - len(values))]
         cdr: dict[str, Any] = {}
         for i, name in pairs:
             value = values[i]
@@ -118,8 +134,12 @@ def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | 
 def delivery_body_preview(delivery: Any) -> str | None:
     """For a delivery not sent yet (its body is empty until the first send): the body it
     would carry, rendered now from its record and its webhook's current name and meta, for
-    the delivery log. None when it has a body, or its record is gone."""
+    the delivery log. None when it has a body, or its record is gone or cannot be rendered
+    (the delivery then failed, and its reason says why: the log page must still show)."""
     if delivery.body or delivery.cdr_id is None:
         return None
     webhook = delivery.webhook
-    return event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
+    try:
+        return event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
+    except Exception:
+        return None

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from cdr.models import Cdr, Cmr
 from cdr.parsing import CucmReader, NotCucmFile, Row, RowError, open_binary
-from webhooks.delivery import BATCH_MAX, delivery_claim, delivery_send, new_event_id
+from webhooks.delivery import (
+    BATCH_MAX,
+    delivery_claim,
+    delivery_send,
+    held_webhooks,
+    new_event_id,
+)
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import cdr_renderer, payload_body
 from webhooks.sample import SAMPLE_CDR
@@ -46,6 +53,8 @@ def deliveries_sweep() -> int:
     due = list(
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        # A slow receiver's backlog waits here, not in the queue ahead of everyone else's.
+        .exclude(webhook_id__in=held_webhooks(now))
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:SWEEP_LIMIT]
     )
@@ -78,18 +87,60 @@ def webhook_test_send(*, webhook: Webhook, cdr: Cdr | None = None) -> DeliveryAt
     return delivery_send(delivery=claimed, trigger="test", retry=False)
 
 
-def delivery_redeliver(*, delivery: Delivery) -> Delivery:
-    """Send a delivery again (same webhook-id), with a fresh retry schedule."""
+# Deliveries requeued per statement: SQLite caps the number of parameters in one.
+REQUEUE_CHUNK = 500
+
+
+def deliveries_requeue(*, ids: Sequence[int], statuses: Sequence[str]) -> int:
+    """Send again those of `ids` whose status is in `statuses` (never one being sent): each
+    keeps its webhook-id and gets a fresh retry schedule. Returns how many were requeued.
+
+    A webhook's delivered and failed counters describe its deliveries' final states, so a
+    requeued delivery stops counting as succeeded or failed: its next outcome counts it.
+    """
+    statuses = [s for s in statuses if s != Delivery.Status.SENDING]
     now = timezone.now()
-    Delivery.objects.filter(pk=delivery.pk).exclude(status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.PENDING,
-        schedule_start=F("attempt_count"),
-        next_attempt_at=now,
-        claimed_until=now + ENQUEUE_GRACE,
-        finished_at=None,
-        reason="",
-    )
-    transaction.on_commit(lambda: deliveries_enqueue([delivery.pk]))
+    requeued: list[int] = []
+    finished: Counter[tuple[int, str]] = Counter()
+    with transaction.atomic():
+        for start in range(0, len(ids), REQUEUE_CHUNK):
+            # Locked, so that no worker records an outcome between the count and the update.
+            rows = list(
+                Delivery.objects.select_for_update()
+                .filter(pk__in=ids[start : start + REQUEUE_CHUNK], status__in=statuses)
+                .order_by("pk")
+                .values_list("pk", "webhook_id", "status")
+            )
+            if not rows:
+                continue
+            Delivery.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+                status=Delivery.Status.PENDING,
+                schedule_start=F("attempt_count"),
+                next_attempt_at=now,
+                claimed_until=now + ENQUEUE_GRACE,
+                finished_at=None,
+                reason="",
+            )
+            requeued += [pk for pk, _, _ in rows]
+            finished.update((webhook_id, status) for _, webhook_id, status in rows)
+        for webhook_id in sorted({webhook_id for webhook_id, _ in finished}):
+            delivered = finished[(webhook_id, Delivery.Status.SUCCEEDED)]
+            failed = finished[(webhook_id, Delivery.Status.FAILED)]
+            if delivered or failed:
+                # Never below 0: counts kept before they described final states may be short.
+                Webhook.objects.filter(pk=webhook_id).update(
+                    delivered_count=Greatest(F("delivered_count") - delivered, 0),
+                    failed_count=Greatest(F("failed_count") - failed, 0),
+                )
+        if requeued:
+            transaction.on_commit(lambda: deliveries_enqueue(requeued))
+    return len(requeued)
+
+
+def delivery_redeliver(*, delivery: Delivery) -> Delivery:
+    """Send a delivery again (same webhook-id), with a fresh retry schedule; one being sent
+    right now is left alone."""
+    deliveries_requeue(ids=[delivery.pk], statuses=Delivery.Status.values)
     delivery.refresh_from_db()
     return delivery
 

@@ -1,18 +1,18 @@
 """Celery adapters for webhooks: load by id, call the service."""
 
 from celery import shared_task
-from django.conf import settings
 
 from calltelemetry import health
 from webhooks import delivery, services
 
-# Above the worst case of one batch: its requests run at once, each bounded by the connect
-# and read timeouts.
+# Above the worst case of one batch (its requests run at once, each bounded as a whole by
+# WEBHOOK_TIMEOUT, then the database), and below the lease of its claimed deliveries, so the
+# sweeper never takes one back from a task still running.
 _LIMITS = {
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "soft_time_limit": settings.WEBHOOK_TIMEOUT * 2 + 10,
-    "time_limit": settings.WEBHOOK_TIMEOUT * 2 + 20,
+    "soft_time_limit": delivery.batch_seconds(),
+    "time_limit": delivery.batch_seconds() + 10,
 }
 
 

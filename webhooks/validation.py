@@ -10,6 +10,7 @@ lists one entry per item (`{}` for the good ones), so an editor can point at the
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,20 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 Errors = dict[str, Any]
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with a (stripped) webhook name. A name is written into log lines and
+    shown in lists: a line break or another control character would forge or garble them."""
+    if not name:
+        return "a name is required"
+    if len(name) > 100:
+        return "a name is at most 100 characters"
+    for ch in name:
+        # Cc: C0/C1 controls (CR, LF, NEL, ESC…); Zl, Zp: the Unicode line/paragraph breaks.
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return f"a name must not contain control characters or line breaks ({ch!r})"
+    return None
 
 
 class WebhookInvalid(ValueError):
@@ -169,10 +184,8 @@ def webhook_validate(
     """
     errors: Errors = {}
     name = name.strip() if isinstance(name, str) else ""
-    if not name:
-        errors["name"] = ["a name is required"]
-    elif len(name) > 100:
-        errors["name"] = ["a name is at most 100 characters"]
+    if problem := name_problem(name):
+        errors["name"] = [problem]
     elif Webhook.objects.filter(name=name).exclude(pk=getattr(webhook, "pk", None)).exists():
         errors["name"] = [f"a webhook named {name!r} exists already"]
 
