@@ -78,3 +78,23 @@ def test_a_missing_path_is_a_clear_error() -> None:
 
     with pytest.raises(CommandError, match="no such file or directory"):
         call_command("replay_cdr", "/nonexistent/cdr_x")
+
+
+def test_dry_run_of_a_truncated_gzip_counts_the_rows_before_the_cut(
+    tmp_path: Path, premium: str
+) -> None:
+    import gzip
+
+    make_webhook("http://crm.example.com/hook", name="Every")
+    rows = [{**reference_row(), "pkid": f"pkid-{i}"} for i in range(300)]
+    plain = write_cdr_file(tmp_path / "plain", rows)
+    packed = gzip.compress(plain.read_bytes())
+    path = tmp_path / "cdr_C_01_202311061457_1.gz"
+    path.write_bytes(packed[: len(packed) * 2 // 3])  # cut short
+    output, code = replay("--dry-run", str(path))
+    assert code == 1
+    assert "would fail: corrupt or truncated gzip file" in output
+    counted = int(output.split(" records, ")[0].rsplit(" ", 1)[1])
+    assert 0 < counted < 300
+    assert f"Every: would fire for {counted} records" in output
+    assert Cdr.objects.count() == 0

@@ -8,13 +8,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from cdr.models import Cdr, Cmr
-from cdr.parsing import CucmReader, NotCucmFile, Row, RowError, open_binary
+from cdr.parsing import CucmReader, FileCutShort, NotCucmFile, Row, RowError, open_binary
 from webhooks.delivery import (
     BATCH_MAX,
     delivery_claim,
@@ -168,7 +169,11 @@ def file_dry_run(*, path: Path, batch_size: int = 1000) -> DryRun:
     result = DryRun()
     with open_binary(path) as stream:
         try:
-            reader = CucmReader(stream)
+            reader = CucmReader(
+                stream,
+                max_line_bytes=settings.CDR_MAX_LINE_BYTES,
+                max_bytes=settings.CDR_MAX_FILE_BYTES,
+            )
         except (NotCucmFile, OSError, EOFError) as exc:
             result.error = str(exc)
             return result
@@ -207,14 +212,17 @@ def file_dry_run(*, path: Path, batch_size: int = 1000) -> DryRun:
                         result.matches[hook.name] += 1
             batch.clear()
 
-        for item in reader:
-            if isinstance(item, RowError):
-                result.rejected += 1
-                continue
-            result.records += 1
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush()
+        try:
+            for item in reader:
+                if isinstance(item, RowError):
+                    result.rejected += 1
+                    continue
+                result.records += 1
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush()
+        except FileCutShort as exc:  # the rows before the cut are counted, as ingest stores them
+            result.error = str(exc)
         if batch:
             flush()
     return result

@@ -114,7 +114,8 @@ class Command(BaseCommand):
             if result.error:
                 failed += 1
                 self.stdout.write(f"{path}: would fail: {result.error}")
-                continue
+                if not result.records:  # else the rows before a cut would still be stored
+                    continue
             new += result.new
             self.stdout.write(
                 f"{path}: {result.kind.upper()}, {result.records} records, {result.new} new, "
