@@ -323,6 +323,28 @@ def test_a_record_that_cannot_be_rendered_fails_alone_and_its_batch_is_sent(
     assert shown["reason"] == broken.reason and shown["body"] == ""
 
 
+@pytest.mark.django_db
+@pytest.mark.usefixtures("premium", "local")
+def test_a_delivery_whose_record_was_deleted_fails_and_counts_as_failed(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    webhook = make_webhook(httpserver.url_for("/hook"))
+    ingest(records(tmp_path, 3))
+    gone = Cdr.objects.order_by("pk").first()
+    gone_delivery = Delivery.objects.get(cdr=gone)
+    gone.delete()  # retention purged it before the first send
+
+    deliveries_attempt(ids=list(Delivery.objects.values_list("pk", flat=True)))
+
+    gone_delivery.refresh_from_db()
+    assert gone_delivery.status == "failed"
+    assert gone_delivery.reason == "the record was deleted before it could be sent"
+    assert len(httpserver.log) == 2
+    webhook.refresh_from_db()
+    assert (webhook.delivered_count, webhook.failed_count) == (2, 1)
+
+
 # --- 3. counters after a redelivery ---------------------------------------------------------
 
 

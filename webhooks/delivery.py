@@ -364,8 +364,8 @@ def deliveries_send(
             sendable.append(delivery)
 
     records = stored_cdrs(d.cdr_id for d in sendable if d.cdr_id is not None)
-    deleted: list[int] = []
-    unrenderable: list[tuple[Delivery, str]] = []
+    # Deliveries that fail without a send, no retry can help them: (delivery, reason, label).
+    unsent: list[tuple[Delivery, str, str]] = []
     jobs: list[_Send] = []
     for delivery in sendable:
         webhook, custom = snapshots[delivery.webhook_id]
@@ -375,7 +375,7 @@ def deliveries_send(
             # Rendered once, at the first send, and kept: every retry and redelivery sends
             # exactly these bytes.
             if record is None:
-                deleted.append(delivery.pk)
+                unsent.append((delivery, "the record was deleted before it could be sent", "gone"))
                 results[delivery.pk] = None
                 continue
             try:
@@ -388,11 +388,12 @@ def deliveries_send(
                     exc,
                     extra={"webhook": webhook.pk, "delivery": delivery.pk, "error_class": "render"},
                 )
-                unrenderable.append(
+                unsent.append(
                     (
                         delivery,
                         "render: the stored record cannot be rendered "
                         f"({type(exc).__name__}: {exc})",
+                        "render",
                     )
                 )
                 results[delivery.pk] = None
@@ -409,14 +410,8 @@ def deliveries_send(
             Delivery.objects.filter(pk__in=ids).update(
                 status=Delivery.Status.SKIPPED, reason=reason, **finished
             )
-        if deleted:
-            Delivery.objects.filter(pk__in=deleted).update(
-                status=Delivery.Status.FAILED,
-                reason="the record was deleted before it could be sent",
-                **finished,
-            )
-        if unrenderable:
-            _record_unrenderable(unrenderable, now=now)
+        if unsent:
+            _record_unsent(unsent, now=now)
         if jobs:
             results.update(_record(jobs, trigger=trigger, retry=retry, now=now))
     for job in jobs:
@@ -427,11 +422,12 @@ def deliveries_send(
 # --- recording -------------------------------------------------------------------------
 
 
-def _record_unrenderable(failures: list[tuple[Delivery, str]], *, now: datetime) -> None:
-    """Fail at once the deliveries whose record cannot be rendered (no retry can render it),
-    and count them as failed."""
+def _record_unsent(failures: list[tuple[Delivery, str, str]], *, now: datetime) -> None:
+    """Fail at once the deliveries that cannot be sent (their record is gone, or cannot be
+    rendered: no retry can help), and count them as failed."""
     failed: Counter[int] = Counter()
-    for delivery, reason in failures:
+    labels: dict[int, str] = {}
+    for delivery, reason, label in failures:
         Delivery.objects.filter(pk=delivery.pk).update(
             status=Delivery.Status.FAILED,
             reason=reason[:200],
@@ -441,10 +437,11 @@ def _record_unrenderable(failures: list[tuple[Delivery, str]], *, now: datetime)
             finished_at=now,
         )
         failed[delivery.webhook_id] += 1
+        labels[delivery.webhook_id] = label
     for webhook_id in sorted(failed):  # one order everywhere: no deadlock between workers
         Webhook.objects.filter(pk=webhook_id).update(
             failed_count=F("failed_count") + failed[webhook_id],
-            last_status="render",
+            last_status=labels[webhook_id],
             last_delivery_at=now,
         )
 
