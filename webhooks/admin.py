@@ -99,7 +99,12 @@ class HeaderInline(admin.TabularInline):
 
 
 class WebhookForm(forms.ModelForm):
-    url = forms.URLField(max_length=2000, assume_scheme="https")
+    url = forms.URLField(
+        max_length=2000,
+        assume_scheme="https",
+        # Wide enough to read a whole destination, masked credentials included.
+        widget=forms.URLInput(attrs={"class": "vURLField", "style": "width: min(48em, 100%)"}),
+    )
     new_secret = forms.CharField(
         required=False,
         label="Secret",
