@@ -42,6 +42,12 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 LATENCY_WINDOW = timedelta(hours=24)
 
 
+def _age(name: str, documentation: str, age: float | None) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation)
+    gauge.add_metric([], float("nan") if age is None else age)
+    return gauge
+
+
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
@@ -49,20 +55,16 @@ class DatabaseCollector(Collector):
         yield from self._webhooks()
         yield from self._deliveries(now)
         yield self._latency(now)
-        age = health.heartbeat_age()
-        beat = GaugeMetricFamily(
+        yield _age(
             "calltelemetry_beat_heartbeat_age_seconds",
             "Seconds since the periodic sweeper last ran (NaN: never)",
+            health.heartbeat_age(),
         )
-        beat.add_metric([], float("nan") if age is None else age)
-        yield beat
-        age = health.watcher_heartbeat_age()
-        watcher = GaugeMetricFamily(
+        yield _age(
             "calltelemetry_watcher_heartbeat_age_seconds",
             "Seconds since the drop-folder watcher last completed a scan (NaN: never)",
+            health.watcher_heartbeat_age(),
         )
-        watcher.add_metric([], float("nan") if age is None else age)
-        yield watcher
 
     def _ingest(self, now: datetime) -> Iterator[Metric]:
         # The per-file counts, not COUNT(*) over the record tables: that is a full scan on
