@@ -11,7 +11,7 @@ from pytest_httpserver import HTTPServer
 
 from licensing.selectors import license_cache_clear
 from tests.test_webhooks import make_webhook, reference_row, write_cdr_file
-from webhooks.delivery import delivery_attempt
+from webhooks.delivery import deliveries_attempt
 from webhooks.models import Delivery, Header, Webhook
 
 pytestmark = pytest.mark.django_db
@@ -193,7 +193,7 @@ def test_the_delivery_log_shows_attempts_and_redelivers(
         source="replay",
     )
     delivery = Delivery.objects.get()
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     listing = admin_client.get(reverse("admin:webhooks_delivery_changelist")).content.decode()
     assert delivery.event_id in listing and "HTTP 500" in listing
     detail = admin_client.get(
