@@ -13,6 +13,8 @@ $(VENV)/.installed: requirements.txt
 run: $(VENV)/.installed
 	$(PY) -m calltelemetry.supervisor
 
+# One run of the suite on what DATABASE_URL / CELERY_BROKER_URL name (unset: SQLite and the
+# file-system broker under DATA_DIR). CI (.ci/run) runs it on both.
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 

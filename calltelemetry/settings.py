@@ -292,7 +292,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ROUTES = {
     "cdr.tasks.*": {"queue": "ingest"},
-    "webhooks.tasks.deliver": {"queue": "webhooks"},
     "webhooks.tasks.deliver_many": {"queue": "webhooks"},
 }
 CELERY_BEAT_SCHEDULE = {

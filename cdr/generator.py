@@ -198,11 +198,6 @@ def render_row(kind: str, count: int, row: Row) -> str:
     return _layout(kind, count).render(row)
 
 
-def header_lines(kind: str, count: int) -> str:
-    """Line 1 (quoted names) and line 2 (types) of a file, each ending in a newline."""
-    return _layout(kind, count).head
-
-
 def file_name(kind: str, *, cluster: str, node: int, when: datetime, seq: int) -> str:
     """`cdr_<cluster>_<node 2 digits>_<yyyymmddhhmm UTC>_<seq>`, as CUCM names its files."""
     stamp = _utc(when).strftime("%Y%m%d%H%M")

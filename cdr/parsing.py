@@ -106,13 +106,6 @@ class Layout:
         catalogue = CDR_BY_NAME if self.kind == "cdr" else CMR_BY_NAME
         self.unknown = [n for n in self.names if n.lower() not in catalogue]
 
-    def getter(self, *names: str) -> operator.itemgetter:
-        """An itemgetter for the named columns; a column the file lacks reads as ''."""
-        return operator.itemgetter(*(self.index.get(n, len(self.names)) for n in names))
-
-    def as_dict(self, values: list[str]) -> dict[str, str]:
-        return dict(zip(self.names, values, strict=False))
-
 
 @dataclass(frozen=True, slots=True)
 class FileName:
@@ -473,22 +466,6 @@ class CucmReader:
 
 
 # --- Value helpers -------------------------------------------------------------------------
-
-
-def to_int(value: str) -> int | None:
-    return int(value) if value else None
-
-
-def epoch_to_datetime(value: str | int | None) -> datetime | None:
-    """UTC epoch seconds → aware datetime; 0 or empty (e.g. dateTimeConnect of a call that
-    never connected) → None."""
-    if value in (None, "", "0", 0):
-        return None
-    return datetime.fromtimestamp(int(value), tz=UTC)
-
-
-def never_connected(date_time_connect: str | int | None) -> bool:
-    return date_time_connect in (None, "", "0", 0)
 
 
 def int_to_ipv4(value: str | int | None) -> str | None:

@@ -252,12 +252,3 @@ def license_get(*, now: datetime | None = None) -> LicenseInfo:
     if now is None:
         _cache = (time.monotonic() + CACHE_SECONDS, info)
     return info
-
-
-def license_feature_enabled(feature: str, *, now: datetime | None = None) -> bool:
-    return license_get(now=now).feature_enabled(feature)
-
-
-def license_limit(name: str, *, now: datetime | None = None) -> int | None:
-    """The license's limit called ``name``; None when no license in force sets one."""
-    return license_get(now=now).limit(name)

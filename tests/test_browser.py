@@ -14,7 +14,7 @@ from django.core.management import call_command
 from pytest_httpserver import HTTPServer
 
 from tests.test_webhooks import reference_row, write_cdr_file
-from webhooks.delivery import delivery_attempt
+from webhooks.delivery import deliveries_attempt
 from webhooks.models import Delivery, Webhook
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -74,7 +74,7 @@ def test_an_operator_creates_a_webhook_and_sees_it_fire(
             "replay_cdr",
             str(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()])),
         )
-        delivery_attempt(delivery_id=Delivery.objects.get().pk)
+        deliveries_attempt(ids=[Delivery.objects.get().pk])
 
         page.goto(f"{live_server.url}/admin/webhooks/webhook/")
         row = page.locator("#result_list tbody tr").first.inner_text()

@@ -36,7 +36,7 @@ from tests.test_webhooks_api import create
 from tests.test_webhooks_batch import KeepAliveReceiver
 from webhooks import delivery as delivery_module
 from webhooks import http
-from webhooks.delivery import deliveries_attempt, deliveries_claim, delivery_attempt
+from webhooks.delivery import deliveries_attempt, deliveries_claim
 from webhooks.matching import ConditionError, Rule, compile_rules, validate_condition
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import cdr_renderer, render_time
@@ -374,20 +374,20 @@ def test_a_failed_delivery_that_succeeds_on_redelivery_counts_as_delivered_only(
     ingest(records(tmp_path, 1))
     delivery = Delivery.objects.get()
     answers.status = 404
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     assert counters(webhook) == (0, 1)
 
     answers.status = 200
     response = staff_api.post(f"/api/v1/deliveries/{delivery.pk}/redeliver/")
     assert response.status_code == 202
     assert counters(webhook) == (0, 0)  # pending again: neither
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     assert counters(webhook) == (1, 0)
 
     # And the other way round.
     answers.status = 404
     assert staff_api.post(f"/api/v1/deliveries/{delivery.pk}/redeliver/").status_code == 202
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     assert counters(webhook) == (0, 1)
 
 
@@ -400,7 +400,7 @@ def test_a_bulk_redelivery_moves_the_counters_with_the_deliveries(
     webhook = make_webhook(httpserver.url_for("/hook"))
     ingest(records(tmp_path, 3))
     ids = list(Delivery.objects.order_by("pk").values_list("pk", flat=True))
-    delivery_attempt(delivery_id=ids[0])
+    deliveries_attempt(ids=[ids[0]])
     answers.status = 404
     deliveries_attempt(ids=ids[1:])
     assert counters(webhook) == (1, 2)

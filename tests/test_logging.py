@@ -17,7 +17,7 @@ from cdr.models import Cdr
 from cdr.services import cdr_file_ingest
 from tests.conftest import ROOT
 from tests.test_webhooks import make_webhook, reference_row, write_cdr_file
-from webhooks.delivery import delivery_attempt
+from webhooks.delivery import deliveries_attempt
 from webhooks.models import Delivery
 
 SAMPLE = "cucm12-panos1962/cdr_StandAloneCluster_02_202012260558_476631"
@@ -93,7 +93,7 @@ def test_a_delivery_attempt_logs_webhook_delivery_record_and_outcome(
     delivery = Delivery.objects.get()
     caplog.set_level(logging.INFO, logger="webhooks.delivery")
 
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
 
     (record,) = records_of(caplog, "webhooks.delivery")
     entry = json.loads(JsonFormatter().format(record))

@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
 from tests.test_webhooks import ingest, make_webhook, reference_row, write_cdr_file
-from webhooks.delivery import delivery_attempt
+from webhooks.delivery import deliveries_attempt
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.redaction import MASK, MaskedUrl, text_redacted, url_redacted, url_restored
 
@@ -122,7 +122,7 @@ def sent(premium: str, settings: Any, tmp_path: Path, httpserver: HTTPServer) ->
     make_webhook(url, name="CRM")
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202501010000_1", [reference_row()]))
     delivery = Delivery.objects.get()
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     return delivery
 
 

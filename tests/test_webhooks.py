@@ -20,8 +20,8 @@ from cdr.models import Cdr
 from cdr.services import cdr_file_ingest
 from licensing.selectors import license_cache_clear
 from webhooks import delivery as delivery_module
-from webhooks.delivery import delivery_attempt, generate_secret, secret_problem
-from webhooks.models import Condition, Delivery, Header, Webhook
+from webhooks.delivery import deliveries_attempt, generate_secret, secret_problem
+from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.services import deliveries_sweep, delivery_redeliver, webhook_test_send
 from webhooks.tasks import deliver_many
 
@@ -87,6 +87,11 @@ def local(settings: Any) -> None:
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("premium", "local")]
 
 
+def attempt_one(delivery_id: int) -> DeliveryAttempt | None:
+    """What a worker does with one due delivery: its attempt, None when nothing was sent."""
+    return deliveries_attempt(ids=[delivery_id]).get(delivery_id)
+
+
 def only_delivery() -> Delivery:
     return Delivery.objects.get()
 
@@ -101,7 +106,7 @@ def test_the_received_payload_is_exactly_the_product_page_example(
         meta={"event": "missed call"},
     )
     ingest(write_cdr_file(tmp_path / "cdr_StandAloneCluster_01_202311061457_1", [reference_row()]))
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     ((request, _),) = httpserver.log
     assert request.headers["Content-Type"] == "application/json"
     assert json.loads(request.get_data()) == reference_payload()
@@ -173,7 +178,7 @@ def test_headers_and_signature_verify_as_a_receiver_would(
     Header.objects.create(webhook=webhook, name="Authorization", value="Bearer s3cr3t")
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     delivery = only_delivery()
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     request: Request = httpserver.log[0][0]
     assert request.headers["Authorization"] == "Bearer s3cr3t"
     assert request.headers["User-Agent"].startswith("CallTelemetry-Webhooks/")
@@ -199,15 +204,15 @@ def test_it_retries_on_500_then_succeeds_with_every_attempt_logged(
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     delivery = only_delivery()
     before = timezone.now()
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.PENDING
     assert (
         before + timedelta(seconds=3.9) <= delivery.next_attempt_at <= before + timedelta(seconds=7)
     )
-    assert delivery_attempt(delivery_id=delivery.pk) is None  # not due yet
+    assert attempt_one(delivery.pk) is None  # not due yet
     Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SUCCEEDED
     attempts = list(
@@ -229,7 +234,7 @@ def test_after_the_last_scheduled_attempt_the_delivery_fails(
     delivery = only_delivery()
     for _ in range(3):  # first try + the two retries of the test schedule
         Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-        delivery_attempt(delivery_id=delivery.pk)
+        deliveries_attempt(ids=[delivery.pk])
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED and delivery.attempt_count == 3
     webhook.refresh_from_db()
@@ -240,7 +245,7 @@ def test_404_is_not_retried(tmp_path: Path, httpserver: HTTPServer) -> None:
     httpserver.expect_request("/hook").respond_with_data("no", status=404)
     make_webhook(httpserver.url_for("/hook"))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     delivery = only_delivery()
     assert delivery.status == Delivery.Status.FAILED and delivery.next_attempt_at is None
     assert delivery.reason == "HTTP 404 NOT FOUND"
@@ -253,7 +258,7 @@ def test_429_honours_retry_after(tmp_path: Path, httpserver: HTTPServer) -> None
     make_webhook(httpserver.url_for("/hook"))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     before = timezone.now()
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     delivery = only_delivery()
     assert delivery.status == Delivery.Status.PENDING
     assert delivery.next_attempt_at >= before + timedelta(seconds=120)
@@ -267,7 +272,7 @@ def test_a_timeout_is_recorded_and_retried(tmp_path: Path, httpserver: HTTPServe
     httpserver.expect_request("/hook").respond_with_handler(slow)
     make_webhook(httpserver.url_for("/hook"))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    attempt = delivery_attempt(delivery_id=only_delivery().pk)
+    attempt = attempt_one(only_delivery().pk)
     assert attempt.error_class == "timeout" and attempt.status_code is None
     assert only_delivery().status == Delivery.Status.PENDING
     time.sleep(0.6)  # let the slow handler finish before the server is reused
@@ -279,7 +284,7 @@ def test_a_redirect_is_not_followed(tmp_path: Path, httpserver: HTTPServer) -> N
     )
     make_webhook(httpserver.url_for("/hook"))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     assert [request.path for request, _ in httpserver.log] == ["/hook"]
     assert only_delivery().status == Delivery.Status.FAILED
 
@@ -290,7 +295,7 @@ def test_a_dead_receiver_is_a_connect_error_and_retried(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     make_webhook(f"http://127.0.0.1:{port}/hook")
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    attempt = delivery_attempt(delivery_id=only_delivery().pk)
+    attempt = attempt_one(only_delivery().pk)
     assert attempt.error_class == "connect"
     assert only_delivery().status == Delivery.Status.PENDING
 
@@ -298,7 +303,7 @@ def test_a_dead_receiver_is_a_connect_error_and_retried(tmp_path: Path) -> None:
 def test_dns_failure_is_classified(tmp_path: Path) -> None:
     make_webhook("http://no-such-host.invalid/hook")
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    assert delivery_attempt(delivery_id=only_delivery().pk).error_class == "dns"
+    assert attempt_one(only_delivery().pk).error_class == "dns"
 
 
 @pytest.mark.parametrize(
@@ -322,7 +327,7 @@ def test_destination_policy(
     httpserver.expect_request("/hook").respond_with_data("ok")
     make_webhook(url.format(port=httpserver.port))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    attempt = delivery_attempt(delivery_id=only_delivery().pk)
+    attempt = attempt_one(only_delivery().pk)
     if refused:
         assert attempt.error_class == "policy"
         assert only_delivery().status == Delivery.Status.FAILED  # never retried
@@ -342,7 +347,7 @@ def test_without_a_license_matches_count_but_nothing_is_sent(
     delivery = only_delivery()
     assert webhook.hit_count == 1
     assert (delivery.status, delivery.reason) == (Delivery.Status.SKIPPED, "license")
-    assert delivery_attempt(delivery_id=delivery.pk) is None
+    assert attempt_one(delivery.pk) is None
     assert httpserver.log == []
 
 
@@ -354,7 +359,7 @@ def test_a_license_that_lapses_between_match_and_send_skips_the_send(
     assert only_delivery().status == Delivery.Status.PENDING
     settings.LICENSE_PUBLIC_KEYS = {"other": base64.b64encode(b"\x01" * 32).decode()}
     license_cache_clear()
-    assert delivery_attempt(delivery_id=only_delivery().pk) is None
+    assert attempt_one(only_delivery().pk) is None
     delivery = only_delivery()
     assert delivery.status == Delivery.Status.SKIPPED and delivery.reason.startswith("license")
     assert httpserver.log == []
@@ -366,10 +371,10 @@ def test_redeliver_sends_again_with_the_same_webhook_id(
     httpserver.expect_request("/hook").respond_with_data("ok")
     make_webhook(httpserver.url_for("/hook"))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     delivery = delivery_redeliver(delivery=only_delivery())
     assert delivery.status == Delivery.Status.PENDING
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     assert [r.headers["webhook-id"] for r, _ in httpserver.log] == [delivery.event_id] * 2
     assert list(delivery.attempts.values_list("number", flat=True)) == [1, 2]
 
@@ -421,14 +426,14 @@ def test_the_body_is_rendered_at_the_first_send_and_kept_for_retries(
     webhook = make_webhook(httpserver.url_for("/hook"), meta={"v": 1})
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     assert only_delivery().body == ""  # matching stores no body
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     first = only_delivery().body
     assert json.loads(first)["meta"] == {"v": 1}
     Webhook.objects.filter(pk=webhook.pk).update(meta={"v": 2})
     httpserver.expect_oneshot_request("/hook").respond_with_data("ok")
     Delivery.objects.update(next_attempt_at=timezone.now())
     delivery_module._webhooks.clear()  # the worker sees the edit
-    delivery_attempt(delivery_id=only_delivery().pk)
+    deliveries_attempt(ids=[only_delivery().pk])
     assert [r.get_data(as_text=True) for r, _ in httpserver.log] == [first, first]
     assert only_delivery().status == Delivery.Status.SUCCEEDED
 
@@ -439,7 +444,7 @@ def test_a_record_deleted_before_the_first_send_fails_the_delivery_with_a_reason
     make_webhook(httpserver.url_for("/hook"))
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     Cdr.objects.all().delete()
-    assert delivery_attempt(delivery_id=only_delivery().pk) is None
+    assert attempt_one(only_delivery().pk) is None
     delivery = only_delivery()
     assert delivery.status == Delivery.Status.FAILED
     assert "deleted" in delivery.reason and not httpserver.log

@@ -11,7 +11,7 @@ from pytest_httpserver import HTTPServer
 
 from licensing.selectors import license_cache_clear
 from tests.test_webhooks import make_webhook, reference_row, write_cdr_file
-from webhooks.delivery import delivery_attempt
+from webhooks.delivery import deliveries_attempt
 from webhooks.models import Delivery, Header, Webhook
 
 pytestmark = pytest.mark.django_db
@@ -141,6 +141,42 @@ def test_actions_send_a_test_event_enable_and_disable(
     assert Webhook.objects.get().enabled
 
 
+def test_enable_action_stops_at_the_license_cap_with_the_apis_message(
+    admin_client: Client, premium: str
+) -> None:
+    Webhook.objects.bulk_create(
+        Webhook(name=f"hook {n}", url="https://crm.example.com/hook") for n in range(49)
+    )
+    spare = Webhook.objects.bulk_create(
+        Webhook(name=f"spare {n}", url="https://crm.example.com/hook", enabled=False)
+        for n in range(2)
+    )
+    url = reverse("admin:webhooks_webhook_changelist")
+    response = admin_client.post(
+        url, {"action": "enable", "_selected_action": [w.pk for w in spare]}, follow=True
+    )
+    assert Webhook.objects.filter(enabled=True).count() == 50  # one of the two, not both
+    assert [str(m) for m in response.context["messages"]] == [
+        "the license allows 50 enabled webhooks and 50 are enabled: "
+        "disable one first, or save this one disabled"
+    ]
+
+
+def test_admin_form_refuses_enabling_beyond_the_cap_but_edits_an_enabled_one(
+    admin_client: Client, premium: str
+) -> None:
+    Webhook.objects.bulk_create(
+        Webhook(name=f"hook {n}", url="https://crm.example.com/hook") for n in range(50)
+    )
+    response = add(admin_client, name="One too many")
+    assert "the license allows 50 enabled webhooks and 50 are enabled" in (
+        response.content.decode()
+    )
+    assert not Webhook.objects.filter(name="One too many").exists()
+    assert add(admin_client, name="Saved disabled", enabled="").status_code == 200
+    assert Webhook.objects.get(name="Saved disabled").enabled is False
+
+
 def test_the_delivery_log_shows_attempts_and_redelivers(
     admin_client: Client, premium: str, httpserver: HTTPServer, settings: Any, tmp_path: Path
 ) -> None:
@@ -157,7 +193,7 @@ def test_the_delivery_log_shows_attempts_and_redelivers(
         source="replay",
     )
     delivery = Delivery.objects.get()
-    delivery_attempt(delivery_id=delivery.pk)
+    deliveries_attempt(ids=[delivery.pk])
     listing = admin_client.get(reverse("admin:webhooks_delivery_changelist")).content.decode()
     assert delivery.event_id in listing and "HTTP 500" in listing
     detail = admin_client.get(

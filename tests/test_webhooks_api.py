@@ -24,7 +24,7 @@ from tests.test_webhooks import (
     write_cdr_file,
 )
 from webhooks import delivery as webhook_cache
-from webhooks.delivery import MASK, delivery_attempt, generate_secret, secret_problem
+from webhooks.delivery import MASK, deliveries_attempt, generate_secret, secret_problem
 from webhooks.models import Condition, Delivery, Header, Webhook
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -574,10 +574,10 @@ def delivered(premium: str, local: None, httpserver: HTTPServer, tmp_path: Path)
     rows = [{**reference_row(), "pkid": f"p{n}"} for n in range(3)]
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", rows))
     first, second, _ = Delivery.objects.order_by("id")
-    delivery_attempt(delivery_id=first.pk)
+    deliveries_attempt(ids=[first.pk])
     Webhook.objects.filter(pk=webhook.pk).update(url=httpserver.url_for("/missing"))
     webhook_cache._webhooks.clear()  # workers see an edit within WEBHOOK_CACHE_SECONDS
-    delivery_attempt(delivery_id=second.pk)
+    deliveries_attempt(ids=[second.pk])
     Webhook.objects.filter(pk=webhook.pk).update(url=httpserver.url_for("/ok"))
     webhook_cache._webhooks.clear()
     return webhook
@@ -616,7 +616,7 @@ def test_redeliver_one(delivered: Webhook, staff_api: APIClient, httpserver: HTT
     failed = Delivery.objects.get(status=Delivery.Status.FAILED)
     response = staff_api.post(f"/api/v1/deliveries/{failed.pk}/redeliver/")
     assert response.status_code == 202 and response.json()["status"] == "pending"
-    delivery_attempt(delivery_id=failed.pk)
+    deliveries_attempt(ids=[failed.pk])
     failed.refresh_from_db()
     assert failed.status == Delivery.Status.SUCCEEDED
     assert list(failed.attempts.values_list("number", "status_code")) == [(1, 404), (2, 200)]

@@ -22,7 +22,7 @@ from tests.test_webhooks import (
     reference_row,
     write_cdr_file,
 )
-from webhooks.delivery import delivery_attempt
+from webhooks.delivery import deliveries_attempt
 from webhooks.models import Delivery
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("premium")]
@@ -45,7 +45,7 @@ def test_the_api_previews_the_body_of_a_delivery_not_sent_yet(
     detail = api.get(f"/api/v1/deliveries/{pending.pk}/").json()
     assert detail["body_preview"] is True
     assert json.loads(detail["body"]) == reference_payload()
-    delivery_attempt(delivery_id=pending.pk)
+    deliveries_attempt(ids=[pending.pk])
     detail = api.get(f"/api/v1/deliveries/{pending.pk}/").json()
     assert detail["body_preview"] is False
     assert detail["body"] == Delivery.objects.get().body
@@ -62,6 +62,6 @@ def test_the_admin_labels_the_preview_as_not_sent(pending: Delivery, admin_clien
     url = reverse("admin:webhooks_delivery_change", args=[pending.pk])
     page = admin_client.get(url).content.decode()
     assert "Not sent yet" in page and "StandAloneCluster" in page
-    delivery_attempt(delivery_id=pending.pk)
+    deliveries_attempt(ids=[pending.pk])
     page = admin_client.get(url).content.decode()
     assert "Not sent yet" not in page and "StandAloneCluster" in page

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
-from licensing.gating import enabled_webhooks_limit, webhooks_license_problem
+from licensing.gating import webhooks_license_problem
 from webhooks.delivery import MASK, generate_secret, secret_problem
 from webhooks.http import url_problem
 from webhooks.matching import ConditionError, field_kind, validate_condition
@@ -20,7 +20,7 @@ from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhoo
 from webhooks.payload import delivery_body_preview
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
-from webhooks.validation import header_errors, name_problem
+from webhooks.validation import enable_problem, header_errors, name_problem
 
 
 def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -163,13 +163,11 @@ class WebhookForm(forms.ModelForm):
         problem = webhooks_license_problem()
         if problem:
             raise forms.ValidationError(problem)
-        limit = enabled_webhooks_limit()
-        if data.get("enabled") and limit is not None:
-            others = Webhook.objects.filter(enabled=True).exclude(pk=self.instance.pk).count()
-            if others >= limit:
-                raise forms.ValidationError(
-                    f"the license allows {limit} enabled webhooks; disable one first"
-                )
+        if data.get("enabled"):
+            # The instance still holds the stored values here: it is filled in after clean().
+            problem = enable_problem(self.instance if self.instance.pk else None)
+            if problem:
+                raise forms.ValidationError(problem)
         return data
 
 
@@ -256,13 +254,10 @@ class WebhookAdmin(admin.ModelAdmin):
     def enable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
         if not self._licensed(request):
             return
-        limit = enabled_webhooks_limit()
         for webhook in queryset:
-            enabled = Webhook.objects.filter(enabled=True).count()
-            if not webhook.enabled and limit is not None and enabled >= limit:
-                self.message_user(
-                    request, f"the license allows {limit} enabled webhooks", messages.ERROR
-                )
+            problem = enable_problem(webhook)
+            if problem:
+                self.message_user(request, problem, messages.ERROR)
                 return
             webhook_set_enabled(webhook=webhook, enabled=True)
 

@@ -269,11 +269,6 @@ def deliveries_attempt(*, ids: Sequence[int]) -> dict[int, DeliveryAttempt | Non
     return results
 
 
-def delivery_attempt(*, delivery_id: int) -> DeliveryAttempt | None:
-    """One due delivery; None when there was nothing to do."""
-    return deliveries_attempt(ids=[delivery_id]).get(delivery_id)
-
-
 def delivery_send(
     *, delivery: Delivery, trigger: str, retry: bool = True
 ) -> DeliveryAttempt | None:

@@ -70,17 +70,6 @@ def payload_body(*, name: str, meta: dict[str, Any], cdr: dict[str, Any]) -> str
 _renderers: dict[int, tuple[list[str], Callable[[Sequence[str]], dict[str, Any]]]] = {}
 
 
-def record_cdr(layout_id: int, names: list[str], raw: str) -> dict[str, Any]:
-    """The payload's `cdr` object for a stored record (its raw line and its layout). Layouts
-    never change, so each one's renderer is built once per process."""
-    from cdr.parsing import split_line
-
-    cached = _renderers.get(layout_id)
-    if cached is None:
-        cached = _renderers[layout_id] = (names, cdr_renderer(names))
-    return cached[1](split_line(raw))
-
-
 @dataclass(frozen=True, slots=True)
 class StoredCdr:
     """What sending needs of a stored record: its identity (for the log) and its line."""

@@ -22,12 +22,6 @@ def deliver_many(ids: list[int]) -> None:
     delivery.deliveries_attempt(ids=ids)
 
 
-@shared_task(**_LIMITS)
-def deliver(delivery_id: int) -> None:
-    """One delivery: messages queued before batches existed still run."""
-    delivery.deliveries_attempt(ids=[delivery_id])
-
-
 @shared_task(ignore_result=True)
 def sweep() -> int:
     health.beat_heartbeat()

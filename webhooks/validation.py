@@ -60,6 +60,24 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def enable_problem(webhook: Webhook | None) -> str | None:
+    """Why `webhook` (None: a new one) may not be enabled under the license's cap on enabled
+    webhooks; None when it may. The API, the admin form and the admin's Enable action all ask
+    here. One that is enabled already is never refused: it is not one more."""
+    if webhook is not None and webhook.enabled:
+        return None
+    limit = enabled_webhooks_limit()
+    if limit is None:
+        return None
+    count = Webhook.objects.filter(enabled=True).exclude(pk=getattr(webhook, "pk", None)).count()
+    if count < limit:
+        return None
+    return (
+        f"the license allows {limit} enabled webhooks and {count} are enabled: "
+        "disable one first, or save this one disabled"
+    )
+
+
 class WebhookInvalid(ValueError):
     """The definition cannot be saved; `errors` is a DRF-shaped dict of every problem."""
 
@@ -233,17 +251,8 @@ def webhook_validate(
     elif secret and (problem := secret_problem(secret)):
         errors["secret"] = [problem]
 
-    was_enabled = webhook is not None and webhook.enabled
-    if enabled and not was_enabled and "enabled" not in errors:
-        limit = enabled_webhooks_limit()
-        if limit is not None:
-            others = Webhook.objects.filter(enabled=True).exclude(pk=getattr(webhook, "pk", None))
-            count = others.count()
-            if count >= limit:
-                errors["enabled"] = [
-                    f"the license allows {limit} enabled webhooks and {count} are enabled: "
-                    "disable one first, or save this one disabled"
-                ]
+    if enabled and (problem := enable_problem(webhook)):
+        errors["enabled"] = [problem]
 
     if errors:
         raise WebhookInvalid(errors)

@@ -13,12 +13,7 @@ from pytest_django.fixtures import DjangoAssertNumQueries, Settings
 
 from licensing import selectors
 from licensing.models import InstalledLicense
-from licensing.selectors import (
-    license_cache_clear,
-    license_feature_enabled,
-    license_get,
-    license_limit,
-)
+from licensing.selectors import license_cache_clear, license_get
 from licensing.services import license_install
 from licensing.verification import ErrorCode, LicenseError, State, public_key_b64
 from tests.licensing.conftest import NOW, MakeLicense
@@ -41,8 +36,8 @@ def test_without_a_license_the_appliance_is_community() -> None:
     assert info.state is State.COMMUNITY
     assert "No license is installed" in info.reason
     assert info.customer is None and info.features == () and info.limits == {}
-    assert not license_feature_enabled("cdr_webhooks", now=NOW)
-    assert license_limit("webhooks", now=NOW) is None
+    assert not license_get(now=NOW).feature_enabled("cdr_webhooks")
+    assert license_get(now=NOW).limit("webhooks") is None
 
 
 def test_the_appliance_id_is_created_once() -> None:
@@ -64,9 +59,9 @@ def test_install_stores_only_the_text_and_reports_details(installed: str) -> Non
     assert info.grace_ends_at == EXPIRES + timedelta(days=14)
     assert info.days_left == 60
     assert info.appliance_id == str(row.appliance_id)
-    assert license_feature_enabled("cdr_webhooks", now=NOW)
-    assert license_limit("webhooks", now=NOW) == 50
-    assert license_limit("users", now=NOW) is None
+    assert license_get(now=NOW).feature_enabled("cdr_webhooks")
+    assert license_get(now=NOW).limit("webhooks") == 50
+    assert license_get(now=NOW).limit("users") is None
 
 
 @pytest.mark.parametrize(
@@ -84,8 +79,8 @@ def test_states_follow_the_injected_clock(
 ) -> None:
     info = license_get(now=at)
     assert info.state is state
-    assert license_feature_enabled("cdr_webhooks", now=at) is enabled
-    assert (license_limit("webhooks", now=at) == 50) is enabled
+    assert license_get(now=at).feature_enabled("cdr_webhooks") is enabled
+    assert (license_get(now=at).limit("webhooks") == 50) is enabled
 
 
 def test_reasons_say_what_to_do(installed: str) -> None:
@@ -103,13 +98,13 @@ def test_perpetual_license(make_license: MakeLicense) -> None:
 
 def test_a_license_without_limits_sets_no_cap(make_license: MakeLicense) -> None:
     license_install(text=make_license(issued_at=NOW, limits={}), now=NOW)
-    assert license_limit("webhooks", now=NOW) is None
+    assert license_get(now=NOW).limit("webhooks") is None
 
 
 def test_a_license_without_the_feature_does_not_enable_it(make_license: MakeLicense) -> None:
     license_install(text=make_license(issued_at=NOW, features=[]), now=NOW)
     assert license_get(now=NOW).state is State.ACTIVE
-    assert not license_feature_enabled("cdr_webhooks", now=NOW)
+    assert not license_get(now=NOW).feature_enabled("cdr_webhooks")
 
 
 def test_a_refused_license_leaves_the_installed_one_untouched(
