@@ -87,6 +87,28 @@ def test_caches_clear_empties_every_cache_and_closes_what_it_holds() -> None:
     assert dropped == ["pool"]
 
 
+def test_caches_clear_reaches_the_product_caches() -> None:
+    from licensing import selectors
+    from webhooks import delivery, http, payload, trigger
+
+    caches = [
+        http._pools,
+        http._targets,
+        delivery._webhooks,
+        trigger._compiled,
+        trigger._sequence,
+        payload._renderers,
+        selectors._cache,
+    ]
+    pool = http.GuardedHTTPPool("127.0.0.1", 9)
+    for n, cache in enumerate(caches):
+        assert isinstance(cache, BoundedCache)
+        cache.set(f"test {n}", pool)  # type: ignore[arg-type]
+    caches_clear()
+    assert [len(cache) for cache in caches] == [0] * len(caches)
+    assert pool.pool is None  # closed: an evicted pool's connections are closed
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_starts_without_the_parents_sockets_and_can_use_every_cache() -> None:
     closed: list[str] = []
