@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from django.core.signals import setting_changed
 from django.db.models import Q
 from django.utils import timezone
 
+from calltelemetry.caching import BoundedCache
 from licensing.keys import trusted_keys
 from licensing.models import InstalledLicense
 from licensing.verification import (
@@ -74,7 +74,7 @@ class LicenseInfo:
         return self.limits.get(name) if self.state.in_force else None
 
 
-_cache: tuple[float, LicenseInfo] | None = None
+_cache: BoundedCache[str, LicenseInfo] = BoundedCache(max_entries=1, max_age=CACHE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ _jump: _Reading | None = None
 
 def license_cache_clear() -> None:
     """Forget the cached state and this process's clock readings."""
-    global _cache, _trusted, _jump
-    _cache = None
+    global _trusted, _jump
+    _cache.clear()
     _trusted = _jump = None
 
 
@@ -243,12 +243,11 @@ def _evaluate(row: InstalledLicense, now: datetime, clock_suspect: bool) -> Lice
 
 def license_get(*, now: datetime | None = None) -> LicenseInfo:
     """The license in force. Pass ``now`` to judge at a given time (uncached)."""
-    global _cache
-    if now is None and _cache is not None and _cache[0] > time.monotonic():
-        return _cache[1]
+    if now is None and (cached := _cache.get("in force")) is not None:
+        return cached
     row = InstalledLicense.load()
     effective, suspect = license_clock(row=row, now=now or timezone.now())
     info = _evaluate(row, effective, suspect)
     if now is None:
-        _cache = (time.monotonic() + CACHE_SECONDS, info)
+        _cache.set("in force", info)
     return info

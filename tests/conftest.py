@@ -189,15 +189,13 @@ def broker_unreachable() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_webhook_cache() -> Iterator[None]:
-    # Ids are reused after a test's rollback; the per-process webhook cache must not be.
-    from webhooks import delivery, trigger
+def fresh_caches() -> Iterator[None]:
+    # Ids are reused after a test's rollback; what a process cached about them must not be.
+    from calltelemetry.caching import caches_clear
 
-    delivery._webhooks.clear()
-    trigger._compiled.clear()
+    caches_clear()
     yield
-    delivery._webhooks.clear()
-    trigger._compiled.clear()
+    caches_clear()
 
 
 # API clients: a signed-in reader and a staff member (who may write).

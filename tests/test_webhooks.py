@@ -15,11 +15,11 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from calltelemetry.caching import caches_clear
 from cdr.fields import header
 from cdr.models import Cdr
 from cdr.services import cdr_file_ingest
 from licensing.selectors import license_cache_clear
-from webhooks import delivery as delivery_module
 from webhooks.delivery import deliveries_attempt, generate_secret, secret_problem
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.services import deliveries_sweep, delivery_redeliver, webhook_test_send
@@ -432,7 +432,7 @@ def test_the_body_is_rendered_at_the_first_send_and_kept_for_retries(
     Webhook.objects.filter(pk=webhook.pk).update(meta={"v": 2})
     httpserver.expect_oneshot_request("/hook").respond_with_data("ok")
     Delivery.objects.update(next_attempt_at=timezone.now())
-    delivery_module._webhooks.clear()  # the worker sees the edit
+    caches_clear()  # the worker sees the edit
     deliveries_attempt(ids=[only_delivery().pk])
     assert [r.get_data(as_text=True) for r, _ in httpserver.log] == [first, first]
     assert only_delivery().status == Delivery.Status.SUCCEEDED

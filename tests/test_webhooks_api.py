@@ -12,6 +12,7 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
+from calltelemetry.caching import caches_clear
 from cdr.models import Cdr
 from cdr.services import cdr_file_ingest
 from licensing.selectors import license_cache_clear
@@ -23,7 +24,6 @@ from tests.test_webhooks import (
     reference_row,
     write_cdr_file,
 )
-from webhooks import delivery as webhook_cache
 from webhooks.delivery import MASK, deliveries_attempt, generate_secret, secret_problem
 from webhooks.models import Condition, Delivery, Header, Webhook
 
@@ -576,10 +576,10 @@ def delivered(premium: str, local: None, httpserver: HTTPServer, tmp_path: Path)
     first, second, _ = Delivery.objects.order_by("id")
     deliveries_attempt(ids=[first.pk])
     Webhook.objects.filter(pk=webhook.pk).update(url=httpserver.url_for("/missing"))
-    webhook_cache._webhooks.clear()  # workers see an edit within WEBHOOK_CACHE_SECONDS
+    caches_clear()  # workers see an edit within WEBHOOK_CACHE_SECONDS
     deliveries_attempt(ids=[second.pk])
     Webhook.objects.filter(pk=webhook.pk).update(url=httpserver.url_for("/ok"))
-    webhook_cache._webhooks.clear()
+    caches_clear()
     return webhook
 
 

@@ -331,3 +331,30 @@ def test_a_response_with_a_nul_byte_is_recorded(tmp_path: Path, httpserver: HTTP
     deliveries_attempt(ids=list(Delivery.objects.values_list("pk", flat=True)))
     assert DeliveryAttempt.objects.get().response_body == "a\ufffdb"
     assert Delivery.objects.get().status == "pending"
+
+
+def test_new_destinations_past_the_pool_bound_leave_a_busy_destinations_connection_open(
+    receiver: KeepAliveReceiver,
+) -> None:
+    receiver.routes["/hook"] = (200, 0.0)
+    port = receiver.server_address[1]
+    for n in range(2, 204):  # more destinations than pools kept; nothing listens on them
+        if n % 100 == 2:  # the busy one is used every now and then
+            assert http.post(receiver.url_for("/hook"), body=b"{}", headers={}).status_code == 200
+        refused = http.post(f"http://127.0.0.{n}:{port}/hook", body=b"{}", headers={})
+        assert refused.status_code is None
+    assert http.post(receiver.url_for("/hook"), body=b"{}", headers={}).status_code == 200
+    assert len({r.port for r in receiver.received}) == 1  # one kept-alive connection
+
+
+def test_a_renderer_forgotten_between_loading_and_sending_is_loaded_again(
+    tmp_path: Path,
+) -> None:
+    from calltelemetry.caching import caches_clear
+    from cdr.models import Cdr
+    from webhooks.payload import stored_cdrs
+
+    ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
+    (record,) = stored_cdrs(Cdr.objects.values_list("pk", flat=True)).values()
+    caches_clear()
+    assert record.cdr()["pkid"] == reference_row()["pkid"]

@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import secrets
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from calltelemetry.caching import BoundedCache
 from licensing.gating import webhooks_license_problem
 from webhooks import http, redaction
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
@@ -168,19 +168,18 @@ _CLAIMED_FIELDS = (
     "id", "webhook_id", "cdr_id", "kind", "event_id", "body", "attempt_count", "schedule_start",
 )  # fmt: skip
 WEBHOOK_CACHE_SECONDS = 2.0
-_webhooks: dict[int, tuple[float, Webhook, list[tuple[str, str]]]] = {}
+_webhooks: BoundedCache[int, tuple[Webhook, list[tuple[str, str]]]] = BoundedCache(max_entries=1000)
 
 
 def webhook_snapshot(webhook_id: int) -> tuple[Webhook, list[tuple[str, str]]]:
     """The webhook and its custom headers, cached per process for a moment: a busy worker
     sends many deliveries of one webhook, and an edit takes effect within two seconds."""
-    now = time.monotonic()
     cached = _webhooks.get(webhook_id)
-    if cached is not None and cached[0] > now:
-        return cached[1], cached[2]
+    if cached is not None:
+        return cached
     webhook = Webhook.objects.get(pk=webhook_id)
     headers = list(webhook.headers.values_list("name", "value"))
-    _webhooks[webhook_id] = (now + WEBHOOK_CACHE_SECONDS, webhook, headers)
+    _webhooks.set(webhook_id, (webhook, headers), max_age=WEBHOOK_CACHE_SECONDS)
     return webhook, headers
 
 

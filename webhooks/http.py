@@ -48,6 +48,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.timeout import Timeout
 
 import calltelemetry
+from calltelemetry.caching import BoundedCache
 
 USER_AGENT = f"CallTelemetry-Webhooks/{calltelemetry.__version__}"
 RESPONSE_EXCERPT = 4096
@@ -282,21 +283,24 @@ class _Target:
 
 
 _lock = threading.Lock()
-_pools: dict[tuple[object, ...], HTTPConnectionPool] = {}
-_targets: dict[tuple[str, tuple[object, ...]], _Target] = {}
+# Destinations come and go: the least recently used pools are closed beyond these bounds.
+_pools: BoundedCache[tuple[object, ...], HTTPConnectionPool] = BoundedCache(
+    max_entries=200, on_evict=HTTPConnectionPool.close, clear_in_child=True
+)
+_targets: BoundedCache[tuple[str, tuple[object, ...]], _Target] = BoundedCache(
+    max_entries=1000, clear_in_child=True
+)
 
 
-def _forget_pools() -> None:
-    """In a forked child: never share the parent's sockets (nor its watchdog, whose thread
-    does not exist there)."""
+def _forget_watchdog() -> None:
+    """In a forked child: the parent's watchdog thread does not exist there (and its pools,
+    whose sockets are never shared, are forgotten by `clear_in_child`)."""
     global _lock, _watchdog
     _lock = threading.Lock()
     _watchdog = None
-    _pools.clear()
-    _targets.clear()
 
 
-os.register_at_fork(after_in_child=_forget_pools)
+os.register_at_fork(after_in_child=_forget_watchdog)
 
 
 def _target(url: str) -> _Target:
@@ -310,36 +314,24 @@ def _target(url: str) -> _Target:
     port = (parts.port if not problem else None) or (443 if scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     target = _Target((scheme, host, port, policy), scheme, host, port, path, problem)
-    if len(_targets) > 1000:
-        _targets.clear()
-    _targets[(url, policy)] = target
+    _targets.set((url, policy), target)
     return target
 
 
 def _pool(target: _Target) -> HTTPConnectionPool:
     pool = _pools.get(target.key)
     if pool is None:
-        with _lock:
-            pool = _pools.get(target.key)
-            if pool is None:
-                cls = GuardedHTTPSPool if target.scheme == "https" else GuardedHTTPPool
-                pool = cls(
-                    target.host, target.port, maxsize=POOL_MAXSIZE, block=False, retries=False
-                )
-                if len(_pools) > 200:  # destinations come and go: drop the idle ones
-                    for old in _pools.values():
-                        old.close()
-                    _pools.clear()
-                _pools[target.key] = pool
+        cls = GuardedHTTPSPool if target.scheme == "https" else GuardedHTTPPool
+        new = cls(target.host, target.port, maxsize=POOL_MAXSIZE, block=False, retries=False)
+        pool = _pools.setdefault(target.key, new)
+        if pool is not new:  # another thread made one first (this one never connected)
+            new.close()
     return pool
 
 
 def pools_close() -> None:
     """Close every kept-alive connection of this process."""
-    with _lock:
-        for pool in _pools.values():
-            pool.close()
-        _pools.clear()
+    _pools.clear()
 
 
 @dataclass

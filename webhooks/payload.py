@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db import connection
 
+from calltelemetry.caching import BoundedCache
+
 TIME_FIELDS = frozenset({"dateTimeOrigination", "dateTimeConnect", "dateTimeDisconnect"})
 
 
@@ -67,7 +69,19 @@ def payload_body(*, name: str, meta: dict[str, Any], cdr: dict[str, Any]) -> str
     return json.dumps({"cdr": cdr, "meta": meta, "name": name}, ensure_ascii=False)
 
 
-_renderers: dict[int, tuple[list[str], Callable[[Sequence[str]], dict[str, Any]]]] = {}
+Renderer = Callable[[Sequence[str]], dict[str, Any]]
+_renderers: BoundedCache[int, Renderer] = BoundedCache(max_entries=256)
+
+
+def _renderer(layout_id: int) -> Renderer:
+    """The renderer of a stored layout (whose fields never change once stored)."""
+    from cdr.models import RecordLayout
+
+    render = _renderers.get(layout_id)
+    if render is None:
+        names = RecordLayout.objects.values_list("fields", flat=True).get(pk=layout_id)
+        render = _renderers.setdefault(layout_id, cdr_renderer(names))
+    return render
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +97,7 @@ class StoredCdr:
     def cdr(self) -> dict[str, Any]:
         from cdr.parsing import split_line
 
-        return _renderers[self.layout_id][1](split_line(self.raw))
+        return _renderer(self.layout_id)(split_line(self.raw))
 
 
 def stored_cdrs(cdr_ids: Iterable[int]) -> dict[int, StoredCdr]:
@@ -104,9 +118,10 @@ def stored_cdrs(cdr_ids: Iterable[int]) -> dict[int, StoredCdr]:
             f"SELECT id, cluster, pkid, layout_id, raw FROM {table} WHERE {where}", params
         )
         found = {row[0]: StoredCdr(*row) for row in cursor.fetchall()}
-    missing = {record.layout_id for record in found.values()} - _renderers.keys()
+    layouts = {record.layout_id for record in found.values()}
+    missing = [layout_id for layout_id in layouts if _renderers.get(layout_id) is None]
     for layout_id, names in RecordLayout.objects.filter(pk__in=missing).values_list("pk", "fields"):
-        _renderers[layout_id] = (names, cdr_renderer(names))
+        _renderers.set(layout_id, cdr_renderer(names))
     return found
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -14,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from calltelemetry.caching import BoundedCache
 from cdr.parsing import Layout
 from cdr.services import StatementTail, StoredRecord
 from licensing.gating import webhooks_license_problem
@@ -60,7 +60,9 @@ _VERSION_SQL = (
     " (SELECT max(updated_at) FROM webhooks_webhook WHERE enabled),"
     " (SELECT count(*) FROM webhooks_condition), (SELECT max(id) FROM webhooks_condition)"
 )
-_compiled: dict[tuple[str, ...], tuple[tuple[Any, ...], list[CompiledWebhook]]] = {}
+_compiled: BoundedCache[tuple[str, ...], tuple[tuple[Any, ...], list[CompiledWebhook]]] = (
+    BoundedCache(max_entries=16)
+)
 
 
 def webhooks_compiled(layout: Layout) -> list[CompiledWebhook]:
@@ -79,9 +81,7 @@ def webhooks_compiled(layout: Layout) -> list[CompiledWebhook]:
     if cached is not None and cached[0] == version:
         return cached[1]
     compiled = webhooks_compile(enabled_webhooks(), layout.index)
-    if len(_compiled) > 16:
-        _compiled.clear()
-    _compiled[key] = (version, compiled)
+    _compiled.set(key, (version, compiled))
     return compiled
 
 
@@ -343,11 +343,16 @@ def _deliveries_insert_sql(pairs: str, now: Any, *, skipped: bool) -> tuple[str,
     return sql, params
 
 
-@functools.cache
+_sequence: BoundedCache[str, str] = BoundedCache(max_entries=1)
+
+
 def _delivery_id_sequence() -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_get_serial_sequence('webhooks_delivery', 'id')")
-        return str(cursor.fetchone()[0])
+    cached = _sequence.get("webhooks_delivery")
+    if cached is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_get_serial_sequence('webhooks_delivery', 'id')")
+            cached = _sequence.setdefault("webhooks_delivery", str(cursor.fetchone()[0]))
+    return cached
 
 
 def _deliveries_insert(
