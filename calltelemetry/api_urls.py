@@ -1,3 +1,14 @@
+"""The API's routes: part of the project's composition root.
+
+Dependency direction (STYLE.md): `calltelemetry` is the project shell, below every app, and
+imports none of them, with one exception, the composition root, which wires the apps
+together and which no app imports: this module and `retention` (with `tasks`, which only
+runs it). Everything else here (settings, config, API schema helpers, health, metrics,
+logs, permissions) stays app-free; where it needs an app's data, the app registers it from
+its `AppConfig.ready()` (see `metrics.app_metrics_register`). tests/test_dependencies.py
+checks the rule by parsing every import.
+"""
+
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 

@@ -10,36 +10,37 @@ still the operator's business, so a scrape must show one of (see `metrics_access
 the bearer token METRICS_TOKEN, a source address in METRICS_ALLOWED_NETWORKS (loopback by
 default), or a staff session.
 
-Attempt latency is a histogram of the attempts started in the last 24 hours (a sliding
-window, so read it with `histogram_quantile` directly rather than through `rate()`).
+The apps' own figures (ingest in cdr/metrics.py, webhooks and deliveries in
+webhooks/metrics.py) are registered by their AppConfig.ready(); this module adds the
+heartbeat ages and guards the endpoint.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from calltelemetry import health
-from cdr.models import CdrFile
-from webhooks.models import Delivery, DeliveryAttempt, Webhook
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-LATENCY_WINDOW = timedelta(hours=24)
+# What each app measures, registered from its AppConfig.ready() in INSTALLED_APPS order:
+# the project shell never imports an app (STYLE.md, "Dependency direction").
+AppMetrics = Callable[[datetime], Iterator[Metric]]
+_app_metrics: list[AppMetrics] = []
+
+
+def app_metrics_register(collect: AppMetrics) -> None:
+    """Add `collect(now)`'s metric families to every scrape (once, however often called)."""
+    if collect not in _app_metrics:
+        _app_metrics.append(collect)
 
 
 def _age(name: str, documentation: str, age: float | None) -> GaugeMetricFamily:
@@ -51,10 +52,8 @@ def _age(name: str, documentation: str, age: float | None) -> GaugeMetricFamily:
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        yield from self._ingest(now)
-        yield from self._webhooks()
-        yield from self._deliveries(now)
-        yield self._latency(now)
+        for collect in _app_metrics:
+            yield from collect(now)
         yield _age(
             "calltelemetry_beat_heartbeat_age_seconds",
             "Seconds since the periodic sweeper last ran (NaN: never)",
@@ -64,113 +63,6 @@ class DatabaseCollector(Collector):
             "calltelemetry_watcher_heartbeat_age_seconds",
             "Seconds since the drop-folder watcher last completed a scan (NaN: never)",
             health.watcher_heartbeat_age(),
-        )
-
-    def _ingest(self, now: datetime) -> Iterator[Metric]:
-        # The per-file counts, not COUNT(*) over the record tables: that is a full scan on
-        # PostgreSQL once there are millions of records.
-        records = CounterMetricFamily(
-            "calltelemetry_records_ingested",
-            "Records stored by ingest, by kind",
-            labels=["kind"],
-        )
-        stored = dict(
-            CdrFile.objects.values_list("kind").annotate(n=Sum("stored_count")).order_by()
-        )
-        for kind in (CdrFile.Kind.CDR, CdrFile.Kind.CMR):
-            records.add_metric([kind], stored.get(kind) or 0)
-        yield records
-
-        files = GaugeMetricFamily(
-            "calltelemetry_ingest_files", "Ingest records (files), by status", labels=["status"]
-        )
-        by_status = dict(CdrFile.objects.values_list("status").annotate(n=Count("id")).order_by())
-        for status in CdrFile.Status.values:
-            files.add_metric([status], by_status.get(status, 0))
-        yield files
-
-        lag = GaugeMetricFamily(
-            "calltelemetry_last_file_age_seconds",
-            "Seconds since the last file was received, per CUCM cluster",
-            labels=["cluster"],
-        )
-        latest = (
-            CdrFile.objects.exclude(cluster="")
-            .values_list("cluster")
-            .annotate(last=Max("created_at"))
-            .order_by("cluster")
-        )
-        for cluster, last in latest:
-            lag.add_metric([cluster], (now - last).total_seconds())
-        yield lag
-
-    def _webhooks(self) -> Iterator[Metric]:
-        labels = ["webhook_id", "webhook"]
-        matches = CounterMetricFamily(
-            "calltelemetry_webhook_matches", "Records a webhook matched (hit_count)", labels=labels
-        )
-        delivered = CounterMetricFamily(
-            "calltelemetry_webhook_delivered", "Deliveries that succeeded", labels=labels
-        )
-        failed = CounterMetricFamily(
-            "calltelemetry_webhook_failed", "Deliveries that failed for good", labels=labels
-        )
-        enabled = GaugeMetricFamily(
-            "calltelemetry_webhook_enabled", "1 when the webhook is enabled", labels=labels
-        )
-        rows = Webhook.objects.values_list(
-            "pk", "name", "hit_count", "delivered_count", "failed_count", "enabled"
-        ).order_by("pk")
-        for pk, name, hits, ok, bad, on in rows:
-            key = [str(pk), name]
-            matches.add_metric(key, hits)
-            delivered.add_metric(key, ok)
-            failed.add_metric(key, bad)
-            enabled.add_metric(key, int(on))
-        yield from (matches, delivered, failed, enabled)
-
-    def _deliveries(self, now: datetime) -> Iterator[Metric]:
-        by_status = GaugeMetricFamily(
-            "calltelemetry_deliveries", "Deliveries, by current status", labels=["status"]
-        )
-        counts = dict(Delivery.objects.values_list("status").annotate(n=Count("id")).order_by())
-        for status in Delivery.Status.values:
-            by_status.add_metric([status], counts.get(status, 0))
-        yield by_status
-
-        due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
-        summary = due.aggregate(n=Count("id"), oldest=Min("next_attempt_at"))
-        due_count = GaugeMetricFamily(
-            "calltelemetry_deliveries_due", "Pending deliveries whose next attempt is due"
-        )
-        due_count.add_metric([], summary["n"])
-        yield due_count
-        oldest = GaugeMetricFamily(
-            "calltelemetry_oldest_due_delivery_age_seconds",
-            "How long the oldest due delivery has been waiting (0 when none)",
-        )
-        waited = (now - summary["oldest"]).total_seconds() if summary["oldest"] else 0.0
-        oldest.add_metric([], max(waited, 0.0))
-        yield oldest
-
-    def _latency(self, now: datetime) -> Metric:
-        recent = DeliveryAttempt.objects.filter(
-            started_at__gte=now - LATENCY_WINDOW,
-            latency_ms__isnull=False,
-        )
-        # One query: a cumulative count per bucket, the total and the sum.
-        aggregates = {
-            f"le{i}": Count("id", filter=Q(latency_ms__lte=bound * 1000))
-            for i, bound in enumerate(LATENCY_BUCKETS)
-        }
-        row = recent.aggregate(total=Count("id"), sum_ms=Sum("latency_ms"), **aggregates)
-        buckets = [(str(bound), row[f"le{i}"]) for i, bound in enumerate(LATENCY_BUCKETS)]
-        buckets.append(("+Inf", row["total"]))
-        return HistogramMetricFamily(
-            "calltelemetry_delivery_attempt_latency_seconds",
-            "Latency of delivery attempts started in the last 24 h (sliding window)",
-            buckets=buckets,
-            sum_value=(row["sum_ms"] or 0.0) / 1000,
         )
 
 

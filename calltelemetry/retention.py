@@ -8,6 +8,9 @@ Deliveries are purged before records. A delivery outliving its CDR keeps its bod
 sent, and its attempts; its `cdr` link becomes NULL (the foreign key is SET_NULL), so the
 delivery log is governed by DELIVERY_LOG_RETENTION_DAYS alone. CdrFile rows (one per file,
 with its counts and errors) are kept.
+
+Part of the project's composition root (see `api_urls`): the purge order is a rule across
+two apps, deliveries before the records they point to, so it lives where both are seen.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Celery adapters for appliance-wide jobs (loaded through CELERY_IMPORTS: this package is
-not a Django app, so autodiscovery does not see it)."""
+not a Django app, so autodiscovery does not see it). Part of the composition root (see
+`api_urls`)."""
 
 from celery import shared_task
 

@@ -1,9 +1,11 @@
-"""Ingesting CUCM files: parse, store in batches, report, hand new CDRs to the webhooks.
+"""Ingesting CUCM files: parse, store in batches, report, tell the batch listener.
 
 Records go in with `INSERT … ON CONFLICT (cluster, pkid) DO NOTHING RETURNING id, pkid`:
 the database itself decides which rows are new, so two ingests of the same file at the same
 time (two watchers, watcher + upload, a CUCM resend) store each record once, and only the
-ingest that stored a record evaluates webhooks for it — in the same transaction.
+ingest that stored a record tells the batch listener (the webhooks) about it — in the same
+transaction. The listener is whatever app registered one through `cdr.contracts`: this module
+never names it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +31,16 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
+from psycopg import sql
 
+from cdr.contracts import (
+    INGEST_PARAMS,
+    BatchListener,
+    StatementTail,
+    StoredCte,
+    StoredRecord,
+    batch_listener,
+)
 from cdr.models import Cdr, CdrFile, Cmr, RecordLayout
 from cdr.parsing import (
     CucmReader,
@@ -53,42 +65,6 @@ MAX_REJECTED_ROWS = 100_000
 # (two different pkids cut to the same 64 characters would be one record).
 KEY_LENGTH = 64
 LEASE = timedelta(minutes=2)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record this ingest stored: its database id and its values in layout order."""
-
-    id: int
-    values: list[str]
-    line: int
-
-
-# Called inside the batch's transaction with the CDRs the batch newly stored. A hook with
-# `refresh(layout)` and `prepare(layout, rows)` methods also gets `prepare`'s result for the
-# batch as a third argument: `prepare` runs on the read-ahead thread (it must not touch the
-# database), `refresh` on the ingest's thread before the first batch is read. On PostgreSQL,
-# a hook that also has `statement(layout, rows, prepared)` is asked for it instead, inside
-# the batch's transaction before the batch is stored: a `StatementTail` to run in the same
-# statement as the INSERT, or None when the batch needs nothing from it.
-BatchHook = Callable[..., None]
-
-
-@dataclass(frozen=True, slots=True)
-class StatementTail:
-    """What a batch hook adds to the statement that stores the batch (PostgreSQL).
-
-    The statement is `WITH ins AS (INSERT … RETURNING id, line)<ctes> SELECT <count of
-    ins><select>`: `ctes` continues the WITH and may read `ins`, the records this batch newly
-    stored (their ids and file lines); `select` adds columns to the final row; `params` fill
-    the placeholders of both, in that order; `done` gets the added columns' values, still
-    inside the batch's transaction. The new records never travel back to Python.
-    """
-
-    ctes: str
-    select: str
-    params: list[Any]
-    done: Callable[[tuple[Any, ...]], None]
 
 
 # Typed columns: (model column, CUCM header name, kind). Values travel as the text read from
@@ -167,7 +143,8 @@ class _Writer:
         self.names = [*STAGED, *(col for col, _ in self.columns)]
         self.target = ", ".join(map(q, ["file_id", "layout_id", *self.names, "ingested_at"]))
         self.on_conflict = ' ON CONFLICT ("cluster", "pkid") DO NOTHING'
-        self.returning = self.on_conflict + ' RETURNING "id", "line"'
+        # The columns of `StoredCte`, which a listener's statement tail reads.
+        self.returning = self.on_conflict + " RETURNING " + ", ".join(map(q, StoredCte.COLUMNS))
         self.postgres = connection.vendor == "postgresql"
         self._staging_ready = False  # the session's staging table exists
 
@@ -220,13 +197,14 @@ class _Writer:
         stored.sort(key=lambda record: record.line)
         return stored
 
-    def _converted(self, cell: Callable[[str], str]) -> list[str]:
-        """The SQL expression of every staged column, `cell(name)` being its raw text."""
+    def _converted(self, cell: Callable[[str], str], default_cluster: str) -> list[str]:
+        """The SQL expression of every staged column, `cell(name)` being its raw text and
+        `default_cluster` the placeholder of the file name's cluster."""
         cluster = cell("cluster")
         exprs = [
             cell("line"),
             cell("raw"),
-            f"substr(COALESCE(NULLIF({cluster}, ''), %s), 1, 64)",
+            f"substr(COALESCE(NULLIF({cluster}, ''), {default_cluster}), 1, 64)",
             cell("pkid"),
         ]
         for col, kind in self.columns:
@@ -255,20 +233,29 @@ class _Writer:
     def insert_with(self, prepared: bytes, tail: StatementTail) -> int:
         """Store the batch `prepared` for PostgreSQL and run `tail` in the same statement;
         how many records were new."""
+        if not INGEST_PARAMS.isdisjoint(tail.params):
+            raise ValueError(f"a statement tail may not use {sorted(INGEST_PARAMS)}")
         with connection.cursor() as cursor:
-            insert = self._staged_insert(cursor, prepared)
-            cursor.execute(
-                f"WITH ins AS ({insert}{self.returning}){tail.ctes} "
-                f"SELECT (SELECT count(*) FROM ins){tail.select}",
-                [self.file_id, self.layout_id, self.default_cluster, *tail.params],
+            insert = sql.SQL(self._staged_insert(cursor, prepared) + self.returning)
+            statement = sql.SQL("WITH {} AS ({}){} SELECT (SELECT count(*) FROM {}){}").format(
+                StoredCte.name, insert, tail.ctes, StoredCte.name, tail.select
             )
+            cursor.execute(statement.as_string(cursor.cursor), {**self._params(), **tail.params})
             row = cursor.fetchone()
         tail.done(tuple(row[1:]))
         return int(row[0])
 
+    def _params(self) -> dict[str, Any]:
+        """The named parameters of `_staged_insert`'s statement."""
+        return {
+            "ingest_file": self.file_id,
+            "ingest_layout": self.layout_id,
+            "ingest_cluster": self.default_cluster,
+        }
+
     def _staged_insert(self, cursor: Any, data: bytes) -> str:
         """COPY the batch into the session's staging table; the INSERT … SELECT that stores
-        it (three placeholders: file, layout, default cluster), without its ON CONFLICT."""
+        it (the named parameters of `_params`), without its ON CONFLICT."""
         # One staging table per column set: older generations lack some typed columns.
         digest = hashlib.sha1(" ".join(self.names).encode()).hexdigest()[:10]
         stage = f"ingest_stage_{self.model._meta.model_name}_{digest}"
@@ -287,17 +274,15 @@ class _Writer:
             cursor.cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy,
         ):
             copy.write(data)
-        select = ", ".join(self._converted(lambda name: f'"{name}"'))
+        select = ", ".join(self._converted(lambda name: f'"{name}"', "%(ingest_cluster)s"))
         return (
-            f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, now() FROM {stage}"
+            f"INSERT INTO {self.table} ({self.target}) "
+            f"SELECT %(ingest_file)s, %(ingest_layout)s, {select}, now() FROM {stage}"
         )
 
     def _copy(self, cursor: Any, data: bytes, returning: bool) -> Any:
         insert = self._staged_insert(cursor, data)
-        cursor.execute(
-            insert + (self.returning if returning else self.on_conflict),
-            [self.file_id, self.layout_id, self.default_cluster],
-        )
+        cursor.execute(insert + (self.returning if returning else self.on_conflict), self._params())
         return cursor.fetchall() if returning else cursor.rowcount
 
     def _values(self, cursor: Any, data: list[tuple[Any, ...]], returning: bool) -> Any:
@@ -305,7 +290,7 @@ class _Writer:
         # so each value is bound once however often its conversion reads it. SQLite needs
         # the WHERE to tell the SELECT's end from the ON CONFLICT clause.
         position = {name: i for i, name in enumerate(self.names, start=1)}
-        select = ", ".join(self._converted(lambda name: f"column{position[name]}"))
+        select = ", ".join(self._converted(lambda name: f"column{position[name]}", "%s"))
         row = "(" + ", ".join(["%s"] * len(self.names)) + ")"
         sql = (
             f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, %s "
@@ -335,12 +320,6 @@ class _Counts:
     cut: FileCutShort | None = None  # reading stopped before the end of the file
 
 
-def _webhook_hook() -> BatchHook:
-    from webhooks.trigger import WebhookTrigger
-
-    return WebhookTrigger()
-
-
 Problem = tuple[int, str]  # (line, reason)
 
 
@@ -348,17 +327,17 @@ def _chunks(
     reader: CucmReader,
     writer: _Writer,
     size: int,
-    prepare: Callable[[Layout, list[Row]], Any] | None,
+    listener: BatchListener | None,
 ) -> Iterator[tuple[list[Row], list[Problem], Any, Any]]:
     """The file's good rows in batches of `size`, each with the rows rejected since the last,
-    what the writer will send for it and what the batch hook prepared for it. If reading
+    what the writer will send for it and what the batch listener prepared for it. If reading
     stops early (`FileCutShort`, also raised here past MAX_REJECTED_ROWS), the rows read
     before the cut still come as a batch."""
 
     def batch() -> tuple[list[Row], list[Problem], Any, Any]:
         if not rows:
             return rows, problems, None, None
-        ahead = prepare(writer.layout, rows) if prepare is not None else None
+        ahead = listener.prepare(writer.layout, rows) if listener is not None else None
         return rows, problems, writer.prepare(rows), ahead
 
     pkid_at = writer.pkid_at
@@ -474,17 +453,16 @@ def _store_rows(
     reader: CucmReader,
     writer: _Writer,
     cdr_file: CdrFile,
-    on_stored: BatchHook | None,
+    listener: BatchListener | None,
     progress: Callable[[int], None] | None,
 ) -> _Counts:
     counts = _Counts()
-    prepare = getattr(on_stored, "prepare", None)
-    if prepare is not None:
-        on_stored.refresh(writer.layout)  # type: ignore[union-attr]
-    chunks = _chunks(reader, writer, settings.CDR_BATCH_SIZE, prepare)
+    if listener is not None:
+        listener.refresh(writer.layout)
+    chunks = _chunks(reader, writer, settings.CDR_BATCH_SIZE, listener)
     with _batch_commits_unflushed(writer.postgres):
         try:
-            _store_batches(chunks, writer, cdr_file, on_stored, prepare, progress, counts)
+            _store_batches(chunks, writer, cdr_file, listener, progress, counts)
         except FileCutShort as exc:
             counts.cut = exc
     return counts
@@ -495,25 +473,20 @@ def _batch_store(
     rows: list[Row],
     prepared: Any,
     ahead: Any,
-    on_stored: BatchHook | None,
-    prepare: Callable[[Layout, list[Row]], Any] | None,
+    listener: BatchListener | None,
 ) -> int:
-    """Store one batch, in the caller's transaction, with its hook; how many were new."""
-    if on_stored is None:
+    """Store one batch, in the caller's transaction, with its listener; how many were new."""
+    if listener is None:
         return writer.insert(rows, prepared, returning=False)  # type: ignore[return-value]
-    statement = getattr(on_stored, "statement", None) if writer.postgres else None
-    if statement is not None:
-        tail = statement(writer.layout, rows, ahead)
+    if writer.postgres and listener.in_statement:
+        tail = listener.statement(writer.layout, rows, ahead)
         if tail is None:
             return writer.insert(rows, prepared, returning=False)  # type: ignore[return-value]
         return writer.insert_with(prepared, tail)
     stored = writer.insert(rows, prepared)
     assert isinstance(stored, list)
     if stored:
-        if prepare is not None:
-            on_stored(writer.layout, stored, ahead)
-        else:
-            on_stored(writer.layout, stored)
+        listener.stored(writer.layout, stored, ahead)
     return len(stored)
 
 
@@ -522,20 +495,19 @@ def _batch_store_isolating(
     rows: list[Row],
     prepared: Any,
     ahead: Any,
-    on_stored: BatchHook | None,
-    prepare: Callable[[Layout, list[Row]], Any] | None,
+    listener: BatchListener | None,
 ) -> tuple[int, list[Problem]]:
     """Store one batch in its own transaction; how many were new, and the rows refused.
 
     The rows are checked before they get here, but if the database still refuses the batch
     for a value (a data error), it is stored again in halves, down to the single rows it
     refuses: those are rejected with the database's reason and every other row is stored.
-    Each part goes through `_batch_store` with the batch hook, so the records a part stores
+    Each part goes through `_batch_store` with the batch listener, so the records a part stores
     fire their webhooks once, with them; a part that fails leaves nothing behind.
     """
     try:
         with transaction.atomic():
-            return _batch_store(writer, rows, prepared, ahead, on_stored, prepare), []
+            return _batch_store(writer, rows, prepared, ahead, listener), []
     except DataError as exc:
         writer.rolled_back()
         if len(rows) == 1:
@@ -550,9 +522,7 @@ def _batch_store_isolating(
     middle = len(rows) // 2
     new, refused = 0, []
     for part in (rows[:middle], rows[middle:]):
-        stored, bad = _batch_store_isolating(
-            writer, part, writer.prepare(part), ahead, on_stored, prepare
-        )
+        stored, bad = _batch_store_isolating(writer, part, writer.prepare(part), ahead, listener)
         new += stored
         refused += bad
     return new, refused
@@ -595,8 +565,7 @@ def _store_batches(
     chunks: Iterator[tuple[list[Row], list[Problem], Any, Any]],
     writer: _Writer,
     cdr_file: CdrFile,
-    on_stored: BatchHook | None,
-    prepare: Callable[[Layout, list[Row]], Any] | None,
+    listener: BatchListener | None,
     progress: Callable[[int], None] | None,
     counts: _Counts,
 ) -> None:
@@ -604,7 +573,7 @@ def _store_batches(
     next_lease = time.monotonic() + LEASE.total_seconds() / 4
     for rows, problems, prepared, ahead in _read_ahead(chunks):
         if rows:
-            new, refused = _batch_store_isolating(writer, rows, prepared, ahead, on_stored, prepare)
+            new, refused = _batch_store_isolating(writer, rows, prepared, ahead, listener)
             counts.stored += new
             counts.duplicate += len(rows) - new - len(refused)
             if refused:
@@ -645,7 +614,7 @@ def cdr_file_ingest(
     name: str | None = None,
     cdr_file: CdrFile | None = None,
     evaluate_webhooks: bool = True,
-    on_stored: BatchHook | None = None,
+    on_stored: BatchListener | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CdrFile:
     """Ingest one file and return its ingest record (done, duplicate or failed).
@@ -679,7 +648,7 @@ def cdr_file_ingest(
         )
 
     if evaluate_webhooks and on_stored is None:
-        on_stored = _webhook_hook()
+        on_stored = batch_listener()
     with open_binary(path) as stream:
         try:
             reader = CucmReader(
@@ -698,7 +667,7 @@ def cdr_file_ingest(
             reader=reader,
             writer=writer,
             cdr_file=cdr_file,
-            on_stored=on_stored if layout.kind == "cdr" else None,
+            listener=on_stored if layout.kind == "cdr" else None,
             progress=progress,
         )
     # A retried ingest counts what an interrupted attempt stored as duplicates: each record
@@ -734,3 +703,86 @@ def _finish(cdr_file: CdrFile, status: str, *, error: str = "") -> CdrFile:
         extra={"file": cdr_file.name, "cluster": cdr_file.cluster, "status": status},
     )
     return cdr_file
+
+
+@dataclass
+class DryRun:
+    """What ingesting a file would do, computed without storing or sending anything."""
+
+    kind: str = ""
+    records: int = 0
+    new: int = 0
+    rejected: int = 0
+    error: str = ""
+    matches: Counter[str] = field(default_factory=Counter)
+
+
+def file_dry_run(
+    *, path: Path, batch_size: int = 1000, listener: BatchListener | None = None
+) -> DryRun:
+    """Parse a file, find which records are new, and count what the batch listener (the
+    webhooks) would do with them: which webhooks they would fire."""
+    result = DryRun()
+    with open_binary(path) as stream:
+        try:
+            reader = CucmReader(
+                stream,
+                max_line_bytes=settings.CDR_MAX_LINE_BYTES,
+                max_bytes=settings.CDR_MAX_FILE_BYTES,
+            )
+        except (NotCucmFile, OSError, EOFError) as exc:
+            result.error = str(exc)
+            return result
+        layout = reader.layout
+        result.kind = layout.kind
+        model = Cdr if layout.kind == "cdr" else Cmr
+        if layout.kind != "cdr":
+            listener = None
+        elif listener is None:
+            listener = batch_listener()
+        if listener is not None:
+            listener.refresh(layout)
+        cluster_at = layout.index.get("globalCallId_ClusterID")
+        pkid_at = layout.index["pkid"]
+        batch: list[Row] = []
+
+        def flush() -> None:
+            keys = {
+                (r.values[cluster_at] if cluster_at is not None else "", r.values[pkid_at])
+                for r in batch
+            }
+            known = set(
+                model.objects.filter(pkid__in={pkid for _, pkid in keys}).values_list(
+                    "cluster", "pkid"
+                )
+            )
+            seen: set[tuple[str, str]] = set()
+            new: list[Row] = []
+            for row in batch:
+                key = (
+                    row.values[cluster_at] if cluster_at is not None else "",
+                    row.values[pkid_at],
+                )
+                if key in known or key in seen:
+                    continue
+                seen.add(key)
+                new.append(row)
+            result.new += len(new)
+            if listener is not None and new:
+                result.matches.update(listener.dry_run(layout, new))
+            batch.clear()
+
+        try:
+            for item in reader:
+                if isinstance(item, RowError):
+                    result.rejected += 1
+                    continue
+                result.records += 1
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush()
+        except FileCutShort as exc:  # the rows before the cut are counted, as ingest stores them
+            result.error = str(exc)
+        if batch:
+            flush()
+    return result

@@ -28,6 +28,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.serializers import BaseSerializer
 
+from calltelemetry.schema import ApiSchema
 from cdr.dropfolder import Folders, file_enqueue
 from cdr.filters import CdrFileFilter, CdrFilter, CmrFilter
 from cdr.models import Cdr, CdrFile, Cmr
@@ -39,7 +40,6 @@ from cdr.serializers import (
     CmrDetailSerializer,
     CmrSerializer,
 )
-from webhooks.views import ApiSchema
 
 
 def upload_store(upload: UploadedFile) -> Path:

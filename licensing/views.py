@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calltelemetry.schema import ApiSchema
 from licensing.selectors import license_get
 from licensing.serializers import (
     LicenseInstallSerializer,
@@ -20,7 +21,6 @@ from licensing.serializers import (
 )
 from licensing.services import license_install
 from licensing.verification import LicenseError
-from webhooks.views import ApiSchema
 
 
 class LicenseRejected(APIException):

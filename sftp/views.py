@@ -6,10 +6,10 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.serializers import BaseSerializer
 
+from calltelemetry.schema import ApiSchema
 from sftp.models import CdrSource
 from sftp.serializers import CdrSourceSerializer
 from sftp.services import cdr_source_create, cdr_source_update
-from webhooks.views import ApiSchema
 
 
 @extend_schema_view(

@@ -5,17 +5,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from cdr.models import Cdr, Cmr
-from cdr.parsing import CucmReader, FileCutShort, NotCucmFile, Row, RowError, open_binary
+from cdr.models import Cdr
 from webhooks.delivery import (
     BATCH_MAX,
     delivery_claim,
@@ -26,7 +22,7 @@ from webhooks.delivery import (
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import cdr_renderer, payload_body
 from webhooks.sample import SAMPLE_CDR
-from webhooks.trigger import ENQUEUE_GRACE, enabled_webhooks, webhooks_compile
+from webhooks.trigger import ENQUEUE_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -150,79 +146,3 @@ def webhook_set_enabled(*, webhook: Webhook, enabled: bool) -> Webhook:
     Webhook.objects.filter(pk=webhook.pk).update(enabled=enabled, updated_at=timezone.now())
     webhook.refresh_from_db()
     return webhook
-
-
-@dataclass
-class DryRun:
-    """What ingesting a file would do, computed without storing or sending anything."""
-
-    kind: str = ""
-    records: int = 0
-    new: int = 0
-    rejected: int = 0
-    error: str = ""
-    matches: Counter[str] = field(default_factory=Counter)
-
-
-def file_dry_run(*, path: Path, batch_size: int = 1000) -> DryRun:
-    """Parse a file, find which records are new, and count which webhooks they would fire."""
-    result = DryRun()
-    with open_binary(path) as stream:
-        try:
-            reader = CucmReader(
-                stream,
-                max_line_bytes=settings.CDR_MAX_LINE_BYTES,
-                max_bytes=settings.CDR_MAX_FILE_BYTES,
-            )
-        except (NotCucmFile, OSError, EOFError) as exc:
-            result.error = str(exc)
-            return result
-        layout = reader.layout
-        result.kind = layout.kind
-        model = Cdr if layout.kind == "cdr" else Cmr
-        compiled = (
-            webhooks_compile(enabled_webhooks(), layout.index) if layout.kind == "cdr" else []
-        )
-        cluster_at = layout.index.get("globalCallId_ClusterID")
-        pkid_at = layout.index["pkid"]
-        batch: list[Row] = []
-
-        def flush() -> None:
-            keys = {
-                (r.values[cluster_at] if cluster_at is not None else "", r.values[pkid_at])
-                for r in batch
-            }
-            known = set(
-                model.objects.filter(pkid__in={pkid for _, pkid in keys}).values_list(
-                    "cluster", "pkid"
-                )
-            )
-            seen: set[tuple[str, str]] = set()
-            for row in batch:
-                key = (
-                    row.values[cluster_at] if cluster_at is not None else "",
-                    row.values[pkid_at],
-                )
-                if key in known or key in seen:
-                    continue
-                seen.add(key)
-                result.new += 1
-                for hook in compiled:
-                    if hook.match(row.values):
-                        result.matches[hook.name] += 1
-            batch.clear()
-
-        try:
-            for item in reader:
-                if isinstance(item, RowError):
-                    result.rejected += 1
-                    continue
-                result.records += 1
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    flush()
-        except FileCutShort as exc:  # the rows before the cut are counted, as ingest stores them
-            result.error = str(exc)
-        if batch:
-            flush()
-    return result

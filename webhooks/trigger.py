@@ -12,10 +12,11 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg import sql
 
 from calltelemetry.caching import BoundedCache
-from cdr.parsing import Layout
-from cdr.services import StatementTail, StoredRecord
+from cdr.contracts import StatementTail, StoredCte, StoredRecord
+from cdr.parsing import Layout, Row
 from licensing.gating import webhooks_license_problem
 from webhooks.delivery import new_event_id
 from webhooks.matching import Rule, compile_rules, match_batch, rules_from
@@ -144,7 +145,8 @@ class BatchMatches:
 
 
 class WebhookTrigger:
-    """`webhooks_trigger` for a file ingest, with the matching done ahead of time.
+    """`webhooks_trigger` for a file ingest, with the matching done ahead of time: the
+    `cdr.contracts.BatchListener` that `WebhooksConfig.ready` registers with ingest.
 
     `prepare` runs on the ingest's read-ahead thread (no database there): it matches the
     whole batch while the database is still storing the previous one. The call, in the
@@ -156,6 +158,7 @@ class WebhookTrigger:
     def __init__(self) -> None:
         self.compiled: list[CompiledWebhook] = []
         self.postgres = connection.vendor == "postgresql"
+        self.in_statement = self.postgres
 
     def refresh(self, layout: Layout) -> None:
         self.compiled = webhooks_compiled(layout)
@@ -170,7 +173,7 @@ class WebhookTrigger:
             return prepared
         return self.prepare(layout, rows)
 
-    def __call__(self, layout: Layout, stored: list[StoredRecord], prepared: Any = None) -> None:
+    def stored(self, layout: Layout, stored: list[StoredRecord], prepared: Any = None) -> None:
         self.refresh(layout)
         if not isinstance(prepared, BatchMatches) or prepared.compiled is not self.compiled:
             webhooks_trigger(layout, stored)
@@ -180,6 +183,14 @@ class WebhookTrigger:
             prepared.compiled,
             [[ids[n] for n in matched if n in ids] for matched in prepared.lines],
         )
+
+    def dry_run(self, layout: Layout, rows: Sequence[Row]) -> dict[str, int]:
+        """How many of `rows` each enabled webhook would fire for, by name (nothing stored)."""
+        if not self.compiled:
+            return {}
+        found = match_batch([hook.match for hook in self.compiled], [row.values for row in rows])
+        pairs = zip(self.compiled, found, strict=True)
+        return {hook.name: len(matched) for hook, matched in pairs if matched}
 
     def statement(self, layout: Layout, rows: Sequence[Any], prepared: Any) -> StatementTail | None:
         """PostgreSQL: the batch's deliveries and statistics as part of the statement that
@@ -198,25 +209,35 @@ class WebhookTrigger:
         gone = sorted(set(matched) - live)
         skipped = webhooks_license_problem() is not None
         now = timezone.now()
-        insert, insert_params = _deliveries_insert_sql(
-            "(SELECT m.webhook_id, ins.id AS cdr_id FROM m JOIN ins USING (line)"
-            + (" WHERE m.webhook_id <> ALL(%s::bigint[])" if gone else "")
-            + ") AS p",
-            now,
-            skipped=skipped,
+        # Reads the stored records only through the names `cdr.contracts.StoredCte` declares.
+        pairs = sql.SQL(
+            "(SELECT m.webhook_id, {id} AS cdr_id FROM m JOIN {ins} USING ({line}){gone}) AS p"
         )
-        ctes = (
-            ", m AS (SELECT * FROM unnest(%s::int[], %s::bigint[]) AS m(line, webhook_id))"
-            f", d AS ({insert} RETURNING id, webhook_id)"
+        pairs = pairs.format(
+            id=StoredCte.id,
+            ins=StoredCte.name,
+            line=StoredCte.line_column,
+            gone=sql.SQL(" WHERE m.webhook_id <> ALL(%(wh_gone)s::bigint[])" if gone else ""),
+        )
+        insert, params = _deliveries_insert_sql(pairs, now, skipped=skipped)
+        ctes = sql.SQL(
+            ", m AS (SELECT * FROM unnest(%(wh_lines)s::int[], %(wh_webhooks)s::bigint[])"
+            " AS m({line}, webhook_id))"
+            ", d AS ({insert} RETURNING id, webhook_id)"
             ", h AS (UPDATE webhooks_webhook AS w"
-            " SET hit_count = w.hit_count + c.n, last_hit_at = %s"
+            " SET hit_count = w.hit_count + c.n, last_hit_at = %(wh_now)s"
             " FROM (SELECT webhook_id, count(*) AS n FROM d GROUP BY webhook_id) AS c"
             " WHERE w.id = c.webhook_id)"
-        )
-        params = [*matches.pairs, *insert_params, *([_array(gone)] if gone else []), now]
+        ).format(line=StoredCte.line_column, insert=insert)
+        params["wh_lines"], params["wh_webhooks"] = matches.pairs
+        params["wh_now"] = now
+        if gone:
+            params["wh_gone"] = _array(gone)
         if skipped:
-            return StatementTail(ctes, ", (SELECT count(*) FROM d)", params, _ignore)
-        return StatementTail(ctes, ", (SELECT array_agg(id) FROM d)", params, _enqueue_after_commit)
+            return StatementTail(ctes, sql.SQL(", (SELECT count(*) FROM d)"), params, _ignore)
+        return StatementTail(
+            ctes, sql.SQL(", (SELECT array_agg(id) FROM d)"), params, _enqueue_after_commit
+        )
 
 
 def _ignore(result: tuple[Any, ...]) -> None:
@@ -317,9 +338,12 @@ def _delivery_defaults(now: Any, skipped: bool) -> dict[str, Any]:
     }
 
 
-def _deliveries_insert_sql(pairs: str, now: Any, *, skipped: bool) -> tuple[str, list[Any]]:
+def _deliveries_insert_sql(
+    pairs: sql.Composable, now: Any, *, skipped: bool
+) -> tuple[sql.Composed, dict[str, Any]]:
     """PostgreSQL: the INSERT of one event delivery per row of `pairs` (a FROM item with
-    columns webhook_id and cdr_id), and its parameters, which those of `pairs` follow.
+    columns webhook_id and cdr_id), and its named parameters (all `wh_…`), to which those
+    of `pairs` are to be added.
 
     Event ids are msg_ + 32 hex digits, like `new_event_id`'s: the delivery's own id in 16,
     which makes them unique without an index, then 16 random ones drawn once per statement,
@@ -327,20 +351,19 @@ def _deliveries_insert_sql(pairs: str, now: Any, *, skipped: bool) -> tuple[str,
     webhook-ids its receivers have never seen.
     """
     defaults = _delivery_defaults(now, skipped)
-    columns = ", ".join(_DELIVERY_COLUMNS)
-    values = ", ".join(["%s"] * len(_DELIVERY_COLUMNS))
-    sql = (
-        f"INSERT INTO webhooks_delivery (id, webhook_id, cdr_id, event_id, {columns}) "
-        "SELECT n.id, n.webhook_id, n.cdr_id, 'msg_' || lpad(to_hex(n.id), 16, '0') || %s, "
-        f"{values} FROM "
-        f"(SELECT nextval(%s::regclass) AS id, p.webhook_id, p.cdr_id FROM {pairs}) AS n"
-    )
-    params = [
-        secrets.token_hex(8),
-        *(defaults[c] for c in _DELIVERY_COLUMNS),
-        _delivery_id_sequence(),
-    ]
-    return sql, params
+    columns = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
+    values = sql.SQL(", ").join(sql.Placeholder(f"wh_{c}") for c in _DELIVERY_COLUMNS)
+    statement = sql.SQL(
+        "INSERT INTO webhooks_delivery (id, webhook_id, cdr_id, event_id, {columns}) "
+        "SELECT n.id, n.webhook_id, n.cdr_id,"
+        " 'msg_' || lpad(to_hex(n.id), 16, '0') || %(wh_event_suffix)s, {values} FROM "
+        "(SELECT nextval(%(wh_sequence)s::regclass) AS id, p.webhook_id, p.cdr_id FROM {pairs})"
+        " AS n"
+    ).format(columns=columns, values=values, pairs=pairs)
+    params = {f"wh_{c}": defaults[c] for c in _DELIVERY_COLUMNS}
+    params["wh_event_suffix"] = secrets.token_hex(8)
+    params["wh_sequence"] = _delivery_id_sequence()
+    return statement, params
 
 
 _sequence: BoundedCache[str, str] = BoundedCache(max_entries=1)
@@ -369,13 +392,18 @@ def _deliveries_insert(
         return [] if skipped else [row.pk for row in rows]
     # PostgreSQL: the pairs travel as two arrays and the event ids are made by the server.
     insert, params = _deliveries_insert_sql(
-        "unnest(%s::bigint[], %s::bigint[]) AS p(webhook_id, cdr_id)", now, skipped=skipped
+        sql.SQL(
+            "unnest(%(wh_webhook_ids)s::bigint[], %(wh_cdr_ids)s::bigint[])"
+            " AS p(webhook_id, cdr_id)"
+        ),
+        now,
+        skipped=skipped,
     )
+    params["wh_webhook_ids"], params["wh_cdr_ids"] = _array(webhook_ids), _array(cdr_ids)
+    if not skipped:
+        insert += sql.SQL(" RETURNING id")
     with connection.cursor() as cursor:
-        cursor.execute(
-            insert + ("" if skipped else " RETURNING id"),
-            [*params, _array(webhook_ids), _array(cdr_ids)],
-        )
+        cursor.execute(insert.as_string(cursor.cursor), params)
         return [] if skipped else [row[0] for row in cursor.fetchall()]
 
 

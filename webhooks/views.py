@@ -11,8 +11,6 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404
-from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -28,6 +26,14 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from calltelemetry.schema import (
+    ERROR_DETAIL,
+    FORBIDDEN,
+    NOT_FOUND,
+    READ_ERRORS,
+    UNAUTHENTICATED,
+    ApiSchema,
+)
 from cdr.fields import CDR_FIELDS
 from licensing.gating import require_webhooks_license
 from webhooks.filters import DeliveryFilter, WebhookFilter
@@ -55,10 +61,6 @@ from webhooks.services import delivery_redeliver, webhook_test_send
 from webhooks.trigger import webhook_rules
 from webhooks.validation import WebhookInvalid, condition_rules, webhook_save
 
-_DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
-UNAUTHENTICATED = OpenApiResponse(_DETAIL, description="No or invalid credentials")
-NOT_FOUND = OpenApiResponse(_DETAIL, description="No such object")
-FORBIDDEN = OpenApiResponse(_DETAIL, description="Staff only")
 FORBIDDEN_OR_UNLICENSED = OpenApiResponse(
     LicenseRequiredSerializer,
     description="Not staff (`detail` only), or webhooks are not licensed: "
@@ -74,7 +76,6 @@ FORBIDDEN_OR_UNLICENSED = OpenApiResponse(
         )
     ],
 )
-READ_ERRORS = {401: UNAUTHENTICATED}
 WRITE_ERRORS = {401: UNAUTHENTICATED, 403: FORBIDDEN_OR_UNLICENSED}
 WEBHOOK_400 = OpenApiResponse(
     WebhookErrorsSerializer,
@@ -86,39 +87,6 @@ WEBHOOK_400 = OpenApiResponse(
         )
     ],
 )
-
-FIELD_ERRORS = OpenApiResponse(
-    OpenApiTypes.OBJECT, description="Invalid input: a list of messages per offending field"
-)
-
-UNSUPPORTED_MEDIA_TYPE = OpenApiResponse(_DETAIL, description="A body of another content type")
-
-
-class ApiSchema(AutoSchema):
-    """AutoSchema that also documents the errors every endpoint of this API can answer with,
-    unless the view documents them itself: 401 without credentials, 403 on writes by
-    non-staff (ReadAuthenticatedWriteStaff), 404 for an unknown id or a page past the end,
-    400 for an invalid body or an invalid filter value, and 415 for a body of
-    another content type."""
-
-    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
-        responses = super()._get_response_bodies(direction)
-        errors: dict[str, OpenApiResponse] = {"401": UNAUTHENTICATED}
-        if self.method not in ("GET", "HEAD", "OPTIONS"):
-            errors["403"] = FORBIDDEN
-        is_list = self.method == "GET" and self._is_list_view()
-        if "{" in self.path or (is_list and self._get_paginator() is not None):
-            errors["404"] = NOT_FOUND
-        if (is_list and self._get_filter_parameters()) or (
-            self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
-        ):
-            errors["400"] = FIELD_ERRORS
-        if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
-            errors["415"] = UNSUPPORTED_MEDIA_TYPE
-        for code, response in errors.items():
-            if code not in responses:
-                responses[code] = self._get_response_for_code(response, code, direction=direction)
-        return responses
 
 
 class NotSent(APIException):
@@ -240,7 +208,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
                 description="No CDR with that id",
             ),
             404: NOT_FOUND,
-            409: OpenApiResponse(_DETAIL, description="Not sent (license lapsed meanwhile)"),
+            409: OpenApiResponse(ERROR_DETAIL, description="Not sent (license lapsed meanwhile)"),
             **WRITE_ERRORS,
         },
     )

@@ -12,8 +12,7 @@ from tqdm import tqdm
 
 from cdr.dropfolder import is_candidate
 from cdr.models import CdrFile
-from cdr.services import cdr_file_ingest
-from webhooks.services import file_dry_run
+from cdr.services import cdr_file_ingest, file_dry_run
 
 NAMES = ("cdr", "cmr")
 

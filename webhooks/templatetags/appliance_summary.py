@@ -1,4 +1,8 @@
-"""The admin index's "at a glance" panel: ingest today, lag per cluster, delivery health."""
+"""The admin index's "at a glance" panel: ingest today, lag per cluster, delivery health.
+
+It lives in webhooks, the app that knows both the ingest records and the deliveries: cdr
+must not import webhooks (STYLE.md, "Dependency direction").
+"""
 
 from __future__ import annotations
 
