@@ -64,6 +64,42 @@ MAX_REJECTED_ROWS = 100_000
 # The length of the record columns `pkid` and `cluster`: a longer value is rejected, not cut
 # (two different pkids cut to the same 64 characters would be one record).
 KEY_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKey:
+    """What makes a record new, one definition for ingest and the dry run: (cluster, pkid),
+    the cluster read from the row, else the file name's (ingest's SQL applies the same
+    fallback: see `_Writer._converted`)."""
+
+    pkid_at: int
+    cluster_at: int | None
+    default_cluster: str
+
+    @classmethod
+    def of(cls, layout: Layout, file_cluster: str) -> RecordKey:
+        return cls(
+            layout.index["pkid"],
+            layout.index.get("globalCallId_ClusterID"),
+            file_cluster[:KEY_LENGTH],
+        )
+
+    def problem(self, values: list[str]) -> str | None:
+        """Why a row has no usable key (it is rejected), or None."""
+        pkid = values[self.pkid_at]
+        if not pkid:
+            return "empty pkid"
+        if len(pkid) > KEY_LENGTH:
+            return f"pkid longer than {KEY_LENGTH} characters"
+        if self.cluster_at is not None and len(values[self.cluster_at]) > KEY_LENGTH:
+            return f"globalCallId_ClusterID longer than {KEY_LENGTH} characters"
+        return None
+
+    def __call__(self, values: list[str]) -> tuple[str, str]:
+        cluster = values[self.cluster_at] if self.cluster_at is not None else ""
+        return cluster or self.default_cluster, values[self.pkid_at]
+
+
 LEASE = timedelta(minutes=2)
 
 
@@ -127,15 +163,14 @@ class _Writer:
         columns = CDR_COLUMNS if layout.kind == "cdr" else CMR_COLUMNS
         present = [(col, name, kind) for col, name, kind in columns if name in layout.index]
         self.columns = [(col, kind) for col, _, kind in present]
-        self.pkid_at = layout.index["pkid"]
-        cluster_at = layout.index.get("globalCallId_ClusterID")
-        self.cluster_at = cluster_at
-        positions = [cluster_at if cluster_at is not None else -1, self.pkid_at]
+        self.key = RecordKey.of(layout, cluster)
+        cluster_at = self.key.cluster_at
+        positions = [cluster_at if cluster_at is not None else -1, self.key.pkid_at]
         positions += [layout.index[name] for _, name, _ in present]
         # A file without the cluster column reads the "" appended to every row by `_values`.
         self._get = operator.itemgetter(*positions)
         self._needs_blank = cluster_at is None
-        self.default_cluster = cluster[:KEY_LENGTH]
+        self.default_cluster = self.key.default_cluster
         self.file_id = file.pk if file else None
         self.layout_id = layout_id
         q = connection.ops.quote_name
@@ -340,8 +375,7 @@ def _chunks(
         ahead = listener.prepare(writer.layout, rows) if listener is not None else None
         return rows, problems, writer.prepare(rows), ahead
 
-    pkid_at = writer.pkid_at
-    cluster_at = writer.cluster_at
+    key_problem = writer.key.problem
     rows: list[Row] = []
     problems: list[Problem] = []
     rejected = 0
@@ -349,12 +383,7 @@ def _chunks(
         for item in reader:
             if type(item) is RowError:
                 problems.append((item.line, item.reason))
-            elif not (pkid := item.values[pkid_at]):
-                problems.append((item.line, "empty pkid"))
-            elif len(pkid) > KEY_LENGTH:
-                problems.append((item.line, f"pkid longer than {KEY_LENGTH} characters"))
-            elif cluster_at is not None and len(item.values[cluster_at]) > KEY_LENGTH:
-                reason = f"globalCallId_ClusterID longer than {KEY_LENGTH} characters"
+            elif reason := key_problem(item.values):
                 problems.append((item.line, reason))
             else:
                 rows.append(item)
@@ -742,15 +771,12 @@ def file_dry_run(
             listener = batch_listener()
         if listener is not None:
             listener.refresh(layout)
-        cluster_at = layout.index.get("globalCallId_ClusterID")
-        pkid_at = layout.index["pkid"]
+        parsed_name = parse_file_name(path.name)
+        key = RecordKey.of(layout, parsed_name.cluster if parsed_name else "")
         batch: list[Row] = []
 
         def flush() -> None:
-            keys = {
-                (r.values[cluster_at] if cluster_at is not None else "", r.values[pkid_at])
-                for r in batch
-            }
+            keys = {key(r.values) for r in batch}
             known = set(
                 model.objects.filter(pkid__in={pkid for _, pkid in keys}).values_list(
                     "cluster", "pkid"
@@ -759,13 +785,10 @@ def file_dry_run(
             seen: set[tuple[str, str]] = set()
             new: list[Row] = []
             for row in batch:
-                key = (
-                    row.values[cluster_at] if cluster_at is not None else "",
-                    row.values[pkid_at],
-                )
-                if key in known or key in seen:
+                row_key = key(row.values)
+                if row_key in known or row_key in seen:
                     continue
-                seen.add(key)
+                seen.add(row_key)
                 new.append(row)
             result.new += len(new)
             if listener is not None and new:
@@ -774,7 +797,7 @@ def file_dry_run(
 
         try:
             for item in reader:
-                if isinstance(item, RowError):
+                if isinstance(item, RowError) or key.problem(item.values):
                     result.rejected += 1
                     continue
                 result.records += 1

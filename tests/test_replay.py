@@ -98,3 +98,20 @@ def test_dry_run_of_a_truncated_gzip_counts_the_rows_before_the_cut(
     assert 0 < counted < 300
     assert f"Every: would fire for {counted} records" in output
     assert Cdr.objects.count() == 0
+
+
+def test_dry_run_decides_what_is_new_with_the_ingests_key(tmp_path: Path, premium: str) -> None:
+    """Empty cluster column: the key falls back to the file name's cluster in both; a row
+    without a pkid is rejected by both."""
+    make_webhook("http://crm.example.com/hook", name="Every")
+    rows = [{**reference_row(), "globalCallId_ClusterID": "", "pkid": f"p{i}"} for i in range(3)]
+    rows.append({**reference_row(), "pkid": ""})
+    path = write_cdr_file(tmp_path / "cdr_HQ_01_202311061457_1", rows)
+
+    before, _ = replay("--dry-run", str(path))
+    assert "4 records" not in before and "3 records, 3 new, 1 rejected" in before
+    replay(str(path))
+    assert set(Cdr.objects.values_list("cluster", flat=True)) == {"HQ"}
+    after, _ = replay("--dry-run", str(path))
+    assert "3 records, 0 new, 1 rejected" in after
+    assert "No webhook would fire." in after
