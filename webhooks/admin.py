@@ -206,7 +206,8 @@ class WebhookForm(forms.ModelForm):
         for key, problems in errors.items():
             formset = {"conditions": conditions, "headers": headers}.get(key)
             if formset is None:
-                self.add_error(self.ERROR_FIELDS.get(key, key), problems)
+                field = self.ERROR_FIELDS.get(key, key)
+                self.add_error(field if field in self.fields else None, problems)
                 continue
             rows = _condition_rows(formset) if key == "conditions" else formset.rows()
             for row, problem in zip(rows, problems, strict=False):
@@ -220,8 +221,11 @@ class WebhookForm(forms.ModelForm):
 
 def _condition_rows(formset: RowsFormSet) -> list[forms.Form]:
     """Conditions in the order the operator gave them (the order column, then the page)."""
-    rows = formset.rows()
-    return sorted(rows, key=lambda row: (row.cleaned_data.get("order") or 0, rows.index(row)))
+    ranked = sorted(
+        enumerate(formset.rows()),
+        key=lambda item: (item[1].cleaned_data.get("order") or 0, item[0]),
+    )
+    return [row for _, row in ranked]
 
 
 STATISTICS = [
@@ -268,7 +272,7 @@ class WebhookAdmin(admin.ModelAdmin):
         """Nothing yet: save_related writes the webhook with its rows, through the service."""
 
     def save_related(
-        self, request: HttpRequest, form: forms.Form, formsets: list[Any], change: bool
+        self, request: HttpRequest, form: WebhookForm, formsets: list[Any], change: bool
     ) -> None:
         obj = form.instance
         stored = Webhook.objects.get(pk=obj.pk) if change else None
