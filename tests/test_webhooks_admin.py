@@ -207,3 +207,100 @@ def test_the_delivery_log_shows_attempts_and_redelivers(
     )
     assert "1 deliveries queued again" in response.content.decode()
     assert Delivery.objects.get().status == Delivery.Status.PENDING
+
+
+def rows(kind: str, items: list[dict[str, str]]) -> dict[str, str]:
+    data = {f"{kind}-TOTAL_FORMS": str(len(items)), f"{kind}-INITIAL_FORMS": "0"}
+    for n, item in enumerate(items):
+        data.update({f"{kind}-{n}-{key}": value for key, value in item.items()})
+    return data
+
+
+def test_the_admin_refuses_the_101st_condition_with_the_services_message(
+    admin_client: Client, premium: str
+) -> None:
+    conditions = [
+        {"field": "duration", "operator": "gt", "value": str(n), "order": str(n)}
+        for n in range(101)
+    ]
+    response = add(admin_client, **rows("conditions", conditions))
+    assert "at most 100 conditions" in response.content.decode()
+    assert Webhook.objects.count() == 0
+    assert add(admin_client, **rows("conditions", conditions[:100])).status_code == 200
+    assert Webhook.objects.get().conditions.count() == 100
+
+
+def test_the_admin_refuses_the_51st_header_with_the_services_message(
+    admin_client: Client, premium: str
+) -> None:
+    headers = [{"name": f"X-Header-{n}", "value": "v"} for n in range(51)]
+    response = add(admin_client, **rows("headers", headers))
+    assert "at most 50 headers" in response.content.decode()
+    assert Webhook.objects.count() == 0
+
+
+def test_a_service_error_shows_on_its_inline_row(admin_client: Client, premium: str) -> None:
+    # Header names ignore case: the service refuses the second one, the database would not.
+    headers = [{"name": "X-Api-Key", "value": "a"}, {"name": "x-api-key", "value": "b"}]
+    response = add(admin_client, **{"conditions-1-operator": "gt"}, **rows("headers", headers))
+    conditions, header_rows = (i.formset for i in response.context["inline_admin_formsets"])
+    assert conditions.forms[0].errors == {}
+    assert "gt does not apply to finalCalledPartyNumber" in str(conditions.forms[1].errors)
+    assert header_rows.forms[0].errors == {}
+    assert header_rows.forms[1].errors["name"] == [
+        "duplicate header 'x-api-key' (header names ignore case)"
+    ]
+    assert Webhook.objects.count() == 0
+
+
+def test_the_admin_writes_conditions_and_headers_canonically(
+    admin_client: Client, premium: str
+) -> None:
+    conditions = [
+        {"field": "finalCalledPartyNumber", "operator": "in", "value": " 1000 ,1001", "order": "5"},
+        {"field": "dateTimeConnect", "operator": "eq", "value": "Never", "order": "1"},
+    ]
+    headers = [{"name": "Authorization", "value": "  Bearer s3cr3t "}]
+    add(admin_client, **rows("conditions", conditions), **rows("headers", headers))
+    webhook = Webhook.objects.get()
+    assert list(webhook.conditions.values_list("field", "operator", "value", "order")) == [
+        ("dateTimeConnect", "eq", 0, 0),
+        ("finalCalledPartyNumber", "in", ["1000", "1001"], 1),
+    ]
+    assert list(webhook.headers.values_list("name", "value")) == [
+        ("Authorization", "Bearer s3cr3t")
+    ]
+
+
+def test_editing_through_the_service_deletes_rows_and_keeps_header_values_by_name(
+    admin_client: Client, premium: str
+) -> None:
+    add(admin_client)
+    webhook = Webhook.objects.get()
+    first, second = webhook.conditions.order_by("order")
+    header = webhook.headers.get()
+    page = reverse("admin:webhooks_webhook_change", args=[webhook.pk])
+    data = form(
+        **{
+            "conditions-INITIAL_FORMS": "2",
+            "conditions-0-id": str(first.pk),
+            "conditions-0-DELETE": "on",
+            "conditions-1-id": str(second.pk),
+            "headers-INITIAL_FORMS": "1",
+            "headers-0-id": str(header.pk),
+            "headers-0-name": "X-Renamed",
+            "headers-0-value": "",
+        }
+    )
+    response = admin_client.post(page, data)
+    # A value left empty keeps the one stored under that name, and X-Renamed has none.
+    assert "X-Renamed" in str(response.context["inline_admin_formsets"][1].formset.forms[0].errors)
+    assert webhook.conditions.count() == 2
+    data["headers-0-name"] = "Authorization"
+    assert admin_client.post(page, data).status_code == 302
+    assert list(webhook.conditions.values_list("field", "value")) == [
+        ("finalCalledPartyNumber", ["1000", "1001"])
+    ]
+    assert list(webhook.headers.values_list("name", "value")) == [
+        ("Authorization", "Bearer s3cr3t")
+    ]

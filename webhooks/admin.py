@@ -7,20 +7,26 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
 from licensing.gating import webhooks_license_problem
-from webhooks.delivery import MASK, generate_secret, secret_problem
-from webhooks.http import url_problem
-from webhooks.matching import ConditionError, field_kind, validate_condition
+from webhooks.delivery import MASK
+from webhooks.matching import field_kind
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.payload import delivery_body_preview
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
-from webhooks.validation import enable_problem, header_errors, name_problem
+from webhooks.validation import (
+    Errors,
+    WebhookInvalid,
+    enable_problem,
+    webhook_save,
+    webhook_validate,
+)
 
 
 def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -46,20 +52,6 @@ class ConditionForm(forms.ModelForm):
         value = self.instance.value if self.instance.pk else ""
         self.initial["value"] = ", ".join(map(str, value)) if isinstance(value, list) else value
 
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if "field" not in data or "operator" not in data:
-            return data
-        try:
-            rule = validate_condition(data["field"], data["operator"], data.get("value", ""))
-        except ConditionError as exc:
-            for key, message in exc.errors.items():
-                self.add_error(key if key in self.fields else None, message)
-            return data
-        data["field"] = rule.field
-        data["value"] = list(rule.value) if isinstance(rule.value, tuple) else rule.value
-        return data
-
 
 class HeaderForm(forms.ModelForm):
     value = forms.CharField(
@@ -74,31 +66,44 @@ class HeaderForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("value"):
-            if self.instance.pk:
-                data["value"] = self.instance.value
-            elif data.get("name"):
-                self.add_error("value", "a value is required")
-        if data.get("name"):
-            for key, messages_ in header_errors(data["name"], data.get("value") or "").items():
-                for message in messages_:
-                    self.add_error(key, message)
+        # Empty means "keep the stored value", which a new row does not have.
+        if not data.get("value") and not self.instance.pk and data.get("name"):
+            self.add_error("value", "a value is required")
         return data
+
+
+class RowsFormSet(BaseInlineFormSet):
+    """An inline formset that the webhook form can find through the webhook being edited:
+    the admin creates the formsets before it validates the form, so the form checks the
+    whole definition with the service in its clean()."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.__dict__.setdefault("_admin_rows", {})[self.prefix] = self
+
+    def rows(self) -> list[forms.Form]:
+        """The forms that are part of the definition: not deleted, not left blank."""
+        return [f for f in self.forms if f.cleaned_data and f not in self.deleted_forms]
 
 
 class ConditionInline(admin.TabularInline):
     model = Condition
     form = ConditionForm
+    formset = RowsFormSet
     extra = 1
 
 
 class HeaderInline(admin.TabularInline):
     model = Header
     form = HeaderForm
+    formset = RowsFormSet
     extra = 0
 
 
 class WebhookForm(forms.ModelForm):
+    """The fields of a webhook; every rule is the service's (webhook_validate), which sees the
+    conditions and headers formsets too, so the admin and the API refuse the same things."""
+
     url = forms.URLField(
         max_length=2000,
         assume_scheme="https",
@@ -114,61 +119,113 @@ class WebhookForm(forms.ModelForm):
     generate_secret = forms.BooleanField(required=False, help_text="generate a new secret")
     remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
 
+    # The service's error keys, as fields of this form.
+    ERROR_FIELDS = {"secret": "new_secret"}
+
     class Meta:
         model = Webhook
         fields = ["name", "url", "enabled", "meta"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # What webhook_save is given once the definition has been checked as a whole.
+        self.definition: dict[str, Any] | None = None
         if self.instance.pk:  # credentials in the stored URL are never put on the page
             self.initial["url"] = url_redacted(self.instance.url)
             self.fields[
                 "url"
             ].help_text = f"credentials in the URL are shown as {MASK}; leave them so to keep them"
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        problem = name_problem(name)
-        if problem:
-            raise forms.ValidationError(problem)
-        return name
-
     def clean_url(self) -> str:
         try:
-            url = url_restored(
+            return url_restored(
                 self.cleaned_data["url"], stored=self.instance.url if self.instance.pk else None
             )
         except MaskedUrl as exc:
             raise forms.ValidationError(str(exc)) from exc
-        problem = url_problem(url)
-        if problem:
-            raise forms.ValidationError(problem)
-        return url
 
     def clean_meta(self) -> Any:
+        # Said here already, in the admin's words, because a JSON list is valid JSON to the field.
         meta = self.cleaned_data["meta"]
         if not isinstance(meta, dict):
             raise forms.ValidationError('meta must be a JSON object, e.g. {"event": "missed call"}')
         return meta
-
-    def clean_new_secret(self) -> str:
-        secret = self.cleaned_data["new_secret"]
-        problem = secret and secret_problem(secret)
-        if problem:
-            raise forms.ValidationError(problem)
-        return secret
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         problem = webhooks_license_problem()
         if problem:
             raise forms.ValidationError(problem)
-        if data.get("enabled"):
+        rows: dict[str, RowsFormSet] = self.instance.__dict__.get("_admin_rows", {})
+        conditions, headers = rows.get("conditions"), rows.get("headers")
+        if self.errors or not all(fs.is_valid() for fs in (conditions, headers) if fs):
+            return data  # each part shows its own errors first
+        definition = self._definition(data, conditions, headers)
+        try:
             # The instance still holds the stored values here: it is filled in after clean().
-            problem = enable_problem(self.instance if self.instance.pk else None)
-            if problem:
-                raise forms.ValidationError(problem)
+            webhook_validate(webhook=self.instance if self.instance.pk else None, **definition)
+        except WebhookInvalid as exc:
+            self._show(exc.errors, conditions, headers)
+            return data
+        self.definition = definition
         return data
+
+    @staticmethod
+    def _definition(
+        data: dict[str, Any], conditions: RowsFormSet | None, headers: RowsFormSet | None
+    ) -> dict[str, Any]:
+        if data.get("remove_secret"):
+            secret: str | None = ""
+        else:
+            secret = data.get("new_secret") or None
+        return {
+            "name": data.get("name"),
+            "url": data.get("url"),
+            "enabled": bool(data.get("enabled")),
+            "meta": data.get("meta"),
+            "conditions": None if conditions is None else [
+                {key: row.cleaned_data.get(key) for key in ("field", "operator", "value")}
+                for row in _condition_rows(conditions)
+            ],
+            "headers": None if headers is None else [
+                {
+                    "name": row.cleaned_data.get("name"),
+                    # Left empty on a stored row: the service keeps the value stored by name.
+                    "value": row.cleaned_data.get("value") or MASK,
+                }
+                for row in headers.rows()
+            ],
+            "secret": secret,
+            "generate_secret": bool(data.get("generate_secret")) and secret != "",
+        }  # fmt: skip
+
+    def _show(
+        self, errors: Errors, conditions: RowsFormSet | None, headers: RowsFormSet | None
+    ) -> None:
+        """Put each of the service's errors next to its field or inline row."""
+        for key, problems in errors.items():
+            formset = {"conditions": conditions, "headers": headers}.get(key)
+            if formset is None:
+                field = self.ERROR_FIELDS.get(key, key)
+                self.add_error(field if field in self.fields else None, problems)
+                continue
+            rows = _condition_rows(formset) if key == "conditions" else formset.rows()
+            for row, problem in zip(rows, problems, strict=False):
+                if isinstance(problem, dict):
+                    for field, messages_ in problem.items():
+                        row.add_error(field if field in row.fields else None, messages_)
+                else:  # about the list as a whole, e.g. too many rows
+                    formset.non_form_errors().append(problem)
+                    break
+
+
+def _condition_rows(formset: RowsFormSet) -> list[forms.Form]:
+    """Conditions in the order the operator gave them (the order column, then the page)."""
+    ranked = sorted(
+        enumerate(formset.rows()),
+        key=lambda item: (item[1].cleaned_data.get("order") or 0, item[0]),
+    )
+    return [row for _, row in ranked]
 
 
 STATISTICS = [
@@ -212,17 +269,23 @@ class WebhookAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: Webhook, form: forms.Form, change: bool
     ) -> None:
-        data = form.cleaned_data
-        if data.get("remove_secret"):
-            obj.secret = ""
-        elif data.get("generate_secret"):
-            obj.secret = generate_secret()
+        """Nothing yet: save_related writes the webhook with its rows, through the service."""
+
+    def save_related(
+        self, request: HttpRequest, form: WebhookForm, formsets: list[Any], change: bool
+    ) -> None:
+        obj = form.instance
+        stored = Webhook.objects.get(pk=obj.pk) if change else None
+        saved, generated = webhook_save(webhook=stored, **form.definition)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+        for formset in formsets:
+            # Read by the change message; the service rewrote the rows, not the formsets.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        if generated:
             messages.warning(
-                request, f"New signing secret for {obj.name} (shown once): {obj.secret}"
+                request, f"New signing secret for {obj.name} (shown once): {generated}"
             )
-        elif data.get("new_secret"):
-            obj.secret = data["new_secret"]
-        super().save_model(request, obj, form, change)
 
     def _licensed(self, request: HttpRequest) -> bool:
         problem = webhooks_license_problem()
