@@ -90,10 +90,11 @@ def webhooks_trigger(layout: Layout, stored: list[StoredRecord]) -> None:
     """Evaluate newly stored CDRs against every enabled webhook, inside the ingest batch's
     transaction: statistics and delivery rows commit with the records or not at all.
 
-    Per batch, whatever its size: one small query to see whether the webhooks changed,
-    `match_batch`, one INSERT of every delivery (no body: it is rendered at the first send)
-    and one UPDATE of the hit statistics, with the webhook rows locked in id order so that
-    concurrent ingests queue behind each other instead of deadlocking.
+    SQLite's firing path (PostgreSQL fires inside the statement that stores the batch,
+    `WebhookTrigger.statement`): one small query to see whether the webhooks changed,
+    `match_batch`, one UPDATE of the hit statistics per matched webhook and one bulk INSERT
+    of the deliveries (no body: it is rendered at the first send). SQLite runs one writer
+    at a time, so concurrent ingests cannot interleave here.
     """
     compiled = webhooks_compiled(layout)
     if compiled:
@@ -150,8 +151,9 @@ class WebhookTrigger:
 
     `prepare` runs on the ingest's read-ahead thread (no database there): it matches the
     whole batch while the database is still storing the previous one. The call, in the
-    batch's transaction, then keeps the matches of the records that were new (on
-    PostgreSQL, `statement` does, inside the statement that stores the batch). If the
+    batch's transaction, then keeps the matches of the records that were new. One firing
+    path per database: on PostgreSQL always `statement`, inside the statement that stores
+    the batch (the matched webhooks' rows locked first); on SQLite always `stored`. If the
     webhooks changed in between, the batch is matched again, here, against the new ones.
     """
 
@@ -174,6 +176,7 @@ class WebhookTrigger:
         return self.prepare(layout, rows)
 
     def stored(self, layout: Layout, stored: list[StoredRecord], prepared: Any = None) -> None:
+        """SQLite: fire for the records the batch newly stored (see `webhooks_trigger`)."""
         self.refresh(layout)
         if not isinstance(prepared, BatchMatches) or prepared.compiled is not self.compiled:
             webhooks_trigger(layout, stored)
@@ -197,7 +200,8 @@ class WebhookTrigger:
         stores it (None when no row matches), so the new records never come back to Python.
 
         Called in the batch's transaction before the INSERT; locks the matched webhooks'
-        rows first, in id order, as `_hits_add` does, and leaves out any deleted meanwhile.
+        rows first, in id order, so that concurrent ingests queue behind each other instead
+        of deadlocking and a delete waits for the batch, and leaves out any deleted meanwhile.
         """
         matches = self._current(layout, rows, prepared)
         matched = matches.webhook_ids()
@@ -277,25 +281,15 @@ def _fire(compiled: list[CompiledWebhook], cdr_ids_by_hook: list[list[int]]) -> 
 
 
 def _hits_add(hits: dict[int, int], now: Any) -> set[int]:
-    """Add the hits, locking the webhooks' rows in id order until the batch commits; the ids
-    of the webhooks that still exist (one deleted meanwhile gets no deliveries)."""
-    ids = sorted(hits)
-    if connection.vendor != "postgresql":  # SQLite: one writer at a time anyway
-        return {
-            webhook_id
-            for webhook_id in ids
-            if Webhook.objects.filter(pk=webhook_id).update(
-                hit_count=F("hit_count") + hits[webhook_id], last_hit_at=now
-            )
-        }
-    live = _webhooks_lock(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE webhooks_webhook AS w SET hit_count = w.hit_count + v.n, last_hit_at = %s "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n) WHERE w.id = v.id",
-            [now, _array(ids), _array(hits[i] for i in ids)],
+    """SQLite (one writer at a time, so no row locks): add the hits; the ids of the webhooks
+    that still exist (one deleted meanwhile gets no deliveries)."""
+    return {
+        webhook_id
+        for webhook_id in sorted(hits)
+        if Webhook.objects.filter(pk=webhook_id).update(
+            hit_count=F("hit_count") + hits[webhook_id], last_hit_at=now
         )
-    return live
+    }
 
 
 def _webhooks_lock(ids: list[int]) -> set[int]:
@@ -381,30 +375,14 @@ def _delivery_id_sequence() -> str:
 def _deliveries_insert(
     webhook_ids: list[int], cdr_ids: list[int], now: Any, *, skipped: bool
 ) -> list[int]:
-    """One delivery per (webhook, cdr) pair; the ids of those to send."""
-    if connection.vendor != "postgresql":
-        defaults = _delivery_defaults(now, skipped)
-        rows = [
-            Delivery(webhook_id=w, cdr_id=c, event_id=new_event_id(), **defaults)
-            for w, c in zip(webhook_ids, cdr_ids, strict=True)
-        ]
-        Delivery.objects.bulk_create(rows, batch_size=500)
-        return [] if skipped else [row.pk for row in rows]
-    # PostgreSQL: the pairs travel as two arrays and the event ids are made by the server.
-    insert, params = _deliveries_insert_sql(
-        sql.SQL(
-            "unnest(%(wh_webhook_ids)s::bigint[], %(wh_cdr_ids)s::bigint[])"
-            " AS p(webhook_id, cdr_id)"
-        ),
-        now,
-        skipped=skipped,
-    )
-    params["wh_webhook_ids"], params["wh_cdr_ids"] = _array(webhook_ids), _array(cdr_ids)
-    if not skipped:
-        insert += sql.SQL(" RETURNING id")
-    with connection.cursor() as cursor:
-        cursor.execute(insert.as_string(cursor.cursor), params)
-        return [] if skipped else [row[0] for row in cursor.fetchall()]
+    """SQLite: one delivery per (webhook, cdr) pair; the ids of those to send."""
+    defaults = _delivery_defaults(now, skipped)
+    rows = [
+        Delivery(webhook_id=w, cdr_id=c, event_id=new_event_id(), **defaults)
+        for w, c in zip(webhook_ids, cdr_ids, strict=True)
+    ]
+    Delivery.objects.bulk_create(rows, batch_size=500)
+    return [] if skipped else [row.pk for row in rows]
 
 
 def _array(numbers: Iterable[int]) -> str:
