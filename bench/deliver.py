@@ -308,7 +308,8 @@ def statements_per_delivery(webhook_id: int, batches: int = 4) -> float:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from webhooks.delivery import BATCH_MAX, deliveries_attempt, new_event_id
+    from webhooks.delivery import deliveries_attempt, new_event_id
+    from webhooks.lifecycle import BATCH_MAX
     from webhooks.models import Delivery
 
     now = timezone.now()
@@ -438,7 +439,7 @@ def main() -> None:
 
     header = f"  {'figure':<34} {'unit':<14} {'median':>10} {'baseline':>10} {'ratio':>7}"
     print(f"receiver ceiling (4 keep-alive client threads, 3 KB bodies): {ceiling:,.0f} requests/s")
-    from webhooks.delivery import BATCH_MAX
+    from webhooks.lifecycle import BATCH_MAX
 
     print(
         f"worker: {args.concurrency} prefork processes on Redis, batches of {BATCH_MAX}; ", end=""

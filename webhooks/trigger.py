@@ -6,7 +6,6 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -19,13 +18,11 @@ from cdr.contracts import StatementTail, StoredCte, StoredRecord
 from cdr.parsing import Layout, Row
 from licensing.gating import webhooks_license_problem
 from webhooks.delivery import new_event_id
+from webhooks.lifecycle import deliveries_enqueue, initial_state
 from webhooks.matching import Rule, compile_rules, match_batch, rules_from
 from webhooks.models import Delivery, Webhook
 
 log = logging.getLogger(__name__)
-
-# A pending delivery handed to the broker is not handed again before this, unless it ran.
-ENQUEUE_GRACE = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +248,6 @@ def _ignore(result: tuple[Any, ...]) -> None:
 def _enqueue_after_commit(result: tuple[Any, ...]) -> None:
     pending = result[0]
     if pending:
-        from webhooks.services import deliveries_enqueue
-
         transaction.on_commit(lambda: deliveries_enqueue(sorted(pending)))
 
 
@@ -275,8 +270,6 @@ def _fire(compiled: list[CompiledWebhook], cdr_ids_by_hook: list[list[int]]) -> 
     license_problem = webhooks_license_problem()
     pending = _deliveries_insert(webhook_ids, cdr_ids, now, skipped=license_problem is not None)
     if pending:
-        from webhooks.services import deliveries_enqueue
-
         transaction.on_commit(lambda: deliveries_enqueue(pending))
 
 
@@ -304,34 +297,6 @@ def _webhooks_lock(ids: list[int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-# Every column of a new event delivery but the two that vary per row and the event id.
-_DELIVERY_COLUMNS = (
-    "kind", "body", "status", "reason", "attempt_count", "schedule_start", "next_attempt_at",
-    "claimed_until", "last_status_code", "last_error", "created_at", "finished_at",
-)  # fmt: skip
-
-
-def _delivery_defaults(now: Any, skipped: bool) -> dict[str, Any]:
-    if skipped:
-        status, reason, next_at, claimed, finished = "skipped", "license", None, None, now
-    else:
-        status, reason, next_at, claimed, finished = "pending", "", now, now + ENQUEUE_GRACE, None
-    return {
-        "kind": Delivery.Kind.EVENT,
-        "body": "",
-        "status": status,
-        "reason": reason,
-        "attempt_count": 0,
-        "schedule_start": 0,
-        "next_attempt_at": next_at,
-        "claimed_until": claimed,
-        "last_status_code": None,
-        "last_error": "",
-        "created_at": now,
-        "finished_at": finished,
-    }
-
-
 def _deliveries_insert_sql(
     pairs: sql.Composable, now: Any, *, skipped: bool
 ) -> tuple[sql.Composed, dict[str, Any]]:
@@ -344,9 +309,10 @@ def _deliveries_insert_sql(
     so that an appliance installed again, whose ids start again from 1, still sends
     webhook-ids its receivers have never seen.
     """
-    defaults = _delivery_defaults(now, skipped)
-    columns = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-    values = sql.SQL(", ").join(sql.Placeholder(f"wh_{c}") for c in _DELIVERY_COLUMNS)
+    # Every column but the two that vary per row and the event id.
+    defaults = initial_state(now, skipped=skipped)
+    columns = sql.SQL(", ").join(map(sql.Identifier, defaults))
+    values = sql.SQL(", ").join(sql.Placeholder(f"wh_{c}") for c in defaults)
     statement = sql.SQL(
         "INSERT INTO webhooks_delivery (id, webhook_id, cdr_id, event_id, {columns}) "
         "SELECT n.id, n.webhook_id, n.cdr_id,"
@@ -354,7 +320,7 @@ def _deliveries_insert_sql(
         "(SELECT nextval(%(wh_sequence)s::regclass) AS id, p.webhook_id, p.cdr_id FROM {pairs})"
         " AS n"
     ).format(columns=columns, values=values, pairs=pairs)
-    params = {f"wh_{c}": defaults[c] for c in _DELIVERY_COLUMNS}
+    params = {f"wh_{c}": value for c, value in defaults.items()}
     params["wh_event_suffix"] = secrets.token_hex(8)
     params["wh_sequence"] = _delivery_id_sequence()
     return statement, params
@@ -376,7 +342,7 @@ def _deliveries_insert(
     webhook_ids: list[int], cdr_ids: list[int], now: Any, *, skipped: bool
 ) -> list[int]:
     """SQLite: one delivery per (webhook, cdr) pair; the ids of those to send."""
-    defaults = _delivery_defaults(now, skipped)
+    defaults = initial_state(now, skipped=skipped)
     rows = [
         Delivery(webhook_id=w, cdr_id=c, event_id=new_event_id(), **defaults)
         for w, c in zip(webhook_ids, cdr_ids, strict=True)
