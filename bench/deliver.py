@@ -308,7 +308,8 @@ def statements_per_delivery(webhook_id: int, batches: int = 4) -> float:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from webhooks.delivery import BATCH_MAX, deliveries_attempt, new_event_id
+    from webhooks.delivery import deliveries_attempt, new_event_id
+    from webhooks.lifecycle import BATCH_MAX
     from webhooks.models import Delivery
 
     now = timezone.now()
@@ -357,6 +358,7 @@ def main() -> None:
     django_setup(env)
     from django.db import transaction
 
+    from cdr.models import Cdr
     from cdr.services import cdr_file_ingest
     from webhooks.delivery import generate_secret
     from webhooks.models import Delivery, Webhook
@@ -400,24 +402,27 @@ def main() -> None:
             seed=8,
         )
         committed: dict[int, float] = {}
+        commit_times: list[float] = []
 
         class CommitClock(WebhookTrigger):
-            """The ingest's listener, told the stored records (never in the statement), which
-            notes when each one committed."""
+            """The ingest's listener, on production's path (the statement's tail), which
+            notes when its batch committed."""
 
-            def __init__(self) -> None:
-                super().__init__()
-                self.in_statement = False
-
-            def stored(self, layout, stored, prepared=None):  # type: ignore[no-untyped-def]
-                # Registered before the trigger's own on_commit (the enqueue): runs first.
-                transaction.on_commit(lambda: committed.update((r.id, time.time()) for r in stored))
-                super().stored(layout, stored, prepared)
+            def statement(self, layout, rows, prepared):  # type: ignore[no-untyped-def]
+                # Registered before the tail's own on_commit (the enqueue): runs first.
+                transaction.on_commit(lambda: commit_times.append(time.time()))
+                return super().statement(layout, rows, prepared)
 
         started = time.monotonic()
         for n, path in enumerate(files):
             time.sleep(max(0.0, started + n * TICK - time.monotonic()))
-            cdr_file_ingest(path=path, source="bench", on_stored=CommitClock())
+            commit_times.clear()
+            record = cdr_file_ingest(path=path, source="bench", on_stored=CommitClock())
+            # One batch per file: every record of it committed at that moment.
+            committed.update(
+                (cdr_id, commit_times[-1])
+                for cdr_id in Cdr.objects.filter(file=record).values_list("pk", flat=True)
+            )
         offered = len(committed) / (time.monotonic() - started)
         total = args.deliveries + len(committed)
         wait_for(lambda: succeeded() >= total, 60, "the latency deliveries")
@@ -434,7 +439,7 @@ def main() -> None:
 
     header = f"  {'figure':<34} {'unit':<14} {'median':>10} {'baseline':>10} {'ratio':>7}"
     print(f"receiver ceiling (4 keep-alive client threads, 3 KB bodies): {ceiling:,.0f} requests/s")
-    from webhooks.delivery import BATCH_MAX
+    from webhooks.lifecycle import BATCH_MAX
 
     print(
         f"worker: {args.concurrency} prefork processes on Redis, batches of {BATCH_MAX}; ", end=""

@@ -34,13 +34,12 @@ from tests.test_webhooks import ingest, make_webhook, reference_row, write_cdr_f
 from tests.test_webhooks_admin import add
 from tests.test_webhooks_api import create
 from tests.test_webhooks_batch import KeepAliveReceiver
-from webhooks import delivery as delivery_module
-from webhooks import http
-from webhooks.delivery import deliveries_attempt, deliveries_claim
+from webhooks import http, lifecycle
+from webhooks.delivery import deliveries_attempt
+from webhooks.lifecycle import deliveries_claim, deliveries_sweep
 from webhooks.matching import ConditionError, Rule, compile_rules, validate_condition
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import cdr_renderer, render_time
-from webhooks.services import deliveries_sweep
 from webhooks.tasks import deliver_many
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -216,7 +215,7 @@ def test_after_a_timeout_a_webhook_has_one_batch_in_flight_at_most(tmp_path: Pat
     assert len(deliveries_claim(ids=ids[:2], now=now)) == 2
     assert deliveries_claim(ids=ids[2:], now=now) == []
     # Once nothing of it is being sent, it gets the next batch; a test send is never held.
-    assert delivery_module.delivery_claim(delivery_id=ids[2], now=now) is not None
+    assert lifecycle.delivery_claim(delivery_id=ids[2], now=now) is not None
 
 
 @pytest.mark.usefixtures("local")
@@ -225,8 +224,8 @@ def test_a_batch_lasts_at_most_one_timeout_and_the_lease_outlives_the_task(setti
 
     settings.WEBHOOK_TIMEOUT = 15.0
     soft, hard = deliver_many.soft_time_limit, deliver_many.time_limit
-    assert settings.WEBHOOK_TIMEOUT < soft < hard < delivery_module.lease().total_seconds()
-    assert delivery_module.slow_seconds() < settings.WEBHOOK_TIMEOUT
+    assert settings.WEBHOOK_TIMEOUT < soft < hard < lifecycle.lease().total_seconds()
+    assert lifecycle.slow_seconds() < settings.WEBHOOK_TIMEOUT
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from django.db import connection, connections
 from cdr.models import Cdr, CdrFile, Cmr
 from cdr.services import cdr_file_ingest
 from tests.test_parsing import EXPECTED, cdr_row, cdr_text
+from webhooks.models import Delivery, Webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -212,13 +213,15 @@ def test_two_ingests_of_one_file_at_once_store_each_record_once(
     path.write_bytes(cdr_text([cdr_row(pkid=f'"p{i}"') for i in range(2000)]))
     copy = tmp_path / "cdr_C_01_202001010000_1.copy"
     shutil.copy(path, copy)
+    webhook = Webhook.objects.create(name="every record", url="http://192.0.2.1/hook")
     results: list[CdrFile] = []
     barrier = threading.Barrier(2)
 
     def run(p: Path) -> None:
         try:
             barrier.wait()
-            results.append(ingest(p, name=path.name))
+            # Production's firing path: the batch's deliveries in the statement that stores it.
+            results.append(cdr_file_ingest(path=p, source="replay", name=path.name))
         finally:
             connections.close_all()
 
@@ -230,3 +233,7 @@ def test_two_ingests_of_one_file_at_once_store_each_record_once(
     assert Cdr.objects.count() == 2000
     stored = sum(r.stored_count for r in results if r.status == CdrFile.Status.DONE)
     assert stored == 2000
+    # Both ingests locked the webhook in turn: every new record fired once, none twice.
+    assert Delivery.objects.count() == 2000
+    webhook.refresh_from_db()
+    assert webhook.hit_count == 2000

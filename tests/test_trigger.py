@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from django.db import connection, connections, transaction
-from django.utils import timezone
 
 from cdr.services import cdr_file_ingest
 from tests.test_parsing import cdr_row, cdr_text
@@ -90,9 +89,20 @@ def test_a_webhook_created_mid_file_fires_for_every_batch_stored_after_it(
 def test_a_webhook_deleted_while_a_batch_fires_it_takes_the_new_deliveries_along(
     tmp_path: Path,
 ) -> None:
-    cdr_id = stored_cdr_id(tmp_path)
+    """Production's path: the ingest statement's tail locks the webhook's row until the
+    batch commits, so a delete started meanwhile waits, then takes the new deliveries."""
     webhook = Webhook.objects.create(name="w", url="http://192.0.2.1/hook")
     locked, deleted = threading.Event(), threading.Event()
+    held_back: list[bool] = []
+
+    class Pausing(trigger.WebhookTrigger):
+        """The production listener, pausing once the tail has locked the webhook's row."""
+
+        def statement(self, layout, rows, prepared):  # type: ignore[no-untyped-def]
+            tail = super().statement(layout, rows, prepared)
+            locked.set()
+            held_back.append(not deleted.wait(0.5))
+            return tail
 
     def delete() -> None:
         try:
@@ -104,34 +114,13 @@ def test_a_webhook_deleted_while_a_batch_fires_it_takes_the_new_deliveries_along
 
     deleter = threading.Thread(target=delete)
     deleter.start()
-    with transaction.atomic():
-        live = trigger._hits_add({webhook.pk: 1}, timezone.now())
-        locked.set()
-        assert not deleted.wait(0.5)  # the delete is held back by the batch's lock
-        trigger._deliveries_insert([webhook.pk], [cdr_id], timezone.now(), skipped=False)
+    path = tmp_path / "cdr_C_01_202001010000_1"
+    path.write_bytes(cdr_text([cdr_row(pkid='"p1"')]))
+    record = cdr_file_ingest(path=path, source="replay", on_stored=Pausing())
     deleter.join(10)
-    assert live == {webhook.pk} and deleted.is_set()
+    assert record.stored_count == 1 and held_back == [True] and deleted.is_set()
     assert not Webhook.objects.exists()
     assert not Delivery.objects.exists()  # no delivery left pointing at nothing
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("postgres_only")
-def test_a_batch_after_the_delete_creates_no_deliveries_for_it(tmp_path: Path) -> None:
-    cdr_id = stored_cdr_id(tmp_path)
-    gone = Webhook.objects.create(name="gone", url="http://192.0.2.1/a")
-    kept = Webhook.objects.create(name="kept", url="http://192.0.2.1/b")
-    with deleted_while_locked(gone), transaction.atomic():
-        trigger._fire(
-            [
-                trigger.CompiledWebhook(gone.pk, "gone", lambda row: True),
-                trigger.CompiledWebhook(kept.pk, "kept", lambda row: True),
-            ],
-            [[cdr_id], [cdr_id]],
-        )
-    assert list(Delivery.objects.values_list("webhook__name", flat=True)) == ["kept"]
-    kept.refresh_from_db()
-    assert kept.hit_count == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -21,8 +21,9 @@ from cdr.models import Cdr
 from cdr.services import cdr_file_ingest
 from licensing.selectors import license_cache_clear
 from webhooks.delivery import deliveries_attempt, generate_secret, secret_problem
+from webhooks.lifecycle import deliveries_sweep
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
-from webhooks.services import deliveries_sweep, delivery_redeliver, webhook_test_send
+from webhooks.services import delivery_redeliver, webhook_test_send
 from webhooks.tasks import deliver_many
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "cdr-events-webhooks.txt"

@@ -24,9 +24,9 @@ from pytest_httpserver import HTTPServer
 from tests.test_webhooks import ingest, make_webhook, reference_row, write_cdr_file
 from webhooks import delivery as delivery_module
 from webhooks import http
-from webhooks.delivery import BATCH_MAX, deliveries_attempt, deliveries_claim, deliveries_send
+from webhooks.delivery import deliveries_attempt, deliveries_send
+from webhooks.lifecycle import BATCH_MAX, deliveries_claim, deliveries_enqueue
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
-from webhooks.services import deliveries_enqueue
 from webhooks.tasks import deliver_many
 
 

@@ -22,8 +22,8 @@ from cdr.services import cdr_file_ingest
 from tests.conftest import broker_unreachable
 from tests.test_dropfolder import wait_for
 from tests.test_webhooks import make_webhook, reference_payload, reference_row, write_cdr_file
+from webhooks.lifecycle import deliveries_sweep
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
-from webhooks.services import deliveries_sweep
 
 pytestmark = pytest.mark.slow
 

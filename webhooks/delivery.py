@@ -1,20 +1,12 @@
-"""Delivering webhook events in batches: claim, sign, send, record the outcomes, schedule
-retries.
+"""Sending webhook events in batches: render, sign, send, record the attempts.
 
-The database holds all delivery state. A worker claims the due deliveries of a batch with one
-conditional UPDATE (only one worker can win each delivery), sends them through
-`webhooks.http` (concurrently on a small per-process thread pool, so one slow receiver does
-not hold up the rest of the batch, and each send within WEBHOOK_TIMEOUT), then records every
-outcome in one transaction: one INSERT of the attempt rows, one UPDATE of the deliveries,
-one UPDATE of the counters per webhook. Retries are rows with a future `next_attempt_at`,
-picked up by the sweeper; a delivery whose worker died stays `sending` until its lease ends,
-then is retried.
-
-A slow receiver still holds the worker process that sends to it for up to WEBHOOK_TIMEOUT
-per batch. So that it cannot take every process (a backlog of its deliveries would fill
-every batch), a webhook whose receiver is slow right now gets no new claims while one of its
-deliveries is being sent: it keeps at most the processes it already has, and the other
-webhooks' deliveries flow on the rest. Its skipped deliveries stay due for the sweeper.
+A worker claims the due deliveries of a batch (`lifecycle.deliveries_claim`), sends them
+through `webhooks.http` (concurrently on a small per-process thread pool, so one slow
+receiver does not hold up the rest of the batch, and each send within WEBHOOK_TIMEOUT),
+then records every outcome in one transaction: one INSERT of the attempt rows, one UPDATE
+of the deliveries (the transitions `lifecycle.outcome` decides, written by
+`lifecycle.outcomes_record`), one UPDATE of the counters per webhook. A delivery's states,
+retries, leases and the sweeper are in `webhooks.lifecycle`.
 """
 
 from __future__ import annotations
@@ -25,25 +17,22 @@ import hmac
 import json
 import logging
 import os
-import random
 import secrets
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from calltelemetry.caching import BoundedCache
 from licensing.gating import webhooks_license_problem
-from webhooks import http, redaction
+from webhooks import http, lifecycle, redaction
+from webhooks.lifecycle import BATCH_MAX
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import StoredCdr, payload_body, stored_cdrs
 
@@ -51,8 +40,6 @@ log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 MASK = redaction.MASK
-JITTER = 0.2
-MAX_RETRY_AFTER = 24 * 3600
 
 
 def new_event_id() -> str:
@@ -108,65 +95,6 @@ def request_headers(
     return headers, redacted
 
 
-def retry_delay(position: int, retry_after: float | None) -> float | None:
-    """Seconds until attempt `position + 1`, or None when the schedule is exhausted."""
-    schedule = settings.WEBHOOK_RETRY_SCHEDULE
-    if position > len(schedule):
-        return None
-    delay = schedule[position - 1] * random.uniform(1 - JITTER, 1 + JITTER)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-    return delay
-
-
-# At most this many deliveries are claimed at once (and sent to one task): every one of them
-# is sent at the same time on the thread pool, so a batch lasts at most one request's worst
-# case (WEBHOOK_TIMEOUT, for all of it), well inside the lease and the task's time limits.
-BATCH_MAX = 25
-# Beyond one attempt's bound, a batch reads and writes the database: room for a slow one.
-DATABASE_SECONDS = 20.0
-
-
-def batch_seconds() -> float:
-    """How long a batch may take: its sends run at once, each bounded by WEBHOOK_TIMEOUT as
-    a whole, then one transaction records them. The task's soft time limit."""
-    return settings.WEBHOOK_TIMEOUT + DATABASE_SECONDS
-
-
-def lease() -> timedelta:
-    """How long a claimed delivery stays `sending` before the sweeper takes it back: beyond
-    the task's hard time limit (`batch_seconds() + 10`), so a delivery is never taken back
-    from a task that may still be running."""
-    return timedelta(seconds=batch_seconds() + 20)
-
-
-def slow_seconds() -> float:
-    """A send running longer than this marks its receiver as slow."""
-    return settings.WEBHOOK_TIMEOUT / 2
-
-
-def held_webhooks(now: datetime) -> QuerySet[Delivery]:
-    """The ids of the webhooks that get no new claims now: one of their deliveries is being
-    sent (its lease still running), and their receiver is slow — that send started more
-    than `slow_seconds()` ago, or their last attempt timed out."""
-    started_before = now + lease() - timedelta(seconds=slow_seconds())
-    return (
-        Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_until__gt=now)
-        .filter(Q(claimed_until__lt=started_before) | Q(webhook__last_status="timeout"))
-        .order_by()
-        .values("webhook_id")
-    )
-
-
-_CLAIM_SQL = """
-    UPDATE webhooks_delivery
-       SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
-     WHERE {ids} AND status = %s AND next_attempt_at <= %s{held}
- RETURNING id, webhook_id, cdr_id, kind, event_id, body, attempt_count, schedule_start
-"""
-_CLAIMED_FIELDS = (
-    "id", "webhook_id", "cdr_id", "kind", "event_id", "body", "attempt_count", "schedule_start",
-)  # fmt: skip
 WEBHOOK_CACHE_SECONDS = 2.0
 _webhooks: BoundedCache[int, tuple[Webhook, list[tuple[str, str]]]] = BoundedCache(max_entries=1000)
 
@@ -183,86 +111,12 @@ def webhook_snapshot(webhook_id: int) -> tuple[Webhook, list[tuple[str, str]]]:
     return webhook, headers
 
 
-def deliveries_claim(
-    *, ids: Sequence[int], now: datetime | None = None, hold_slow: bool = True
-) -> list[Delivery]:
-    """Take the due deliveries among `ids` for this worker: one conditional UPDATE, and each
-    row can be won by one worker only; it returns what the send needs (no second query).
-    With `hold_slow`, those of a webhook in `held_webhooks` are left due (see the module
-    docstring)."""
-    if not ids:
-        return []
-    now = now or timezone.now()
-    ops = connection.ops
-    if connection.vendor == "postgresql":
-        where, id_params = "id = ANY(%s)", [list(ids)]
-    else:
-        where, id_params = f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
-    held, held_params = "", []
-    if hold_slow:
-        subquery, subquery_params = held_webhooks(now).query.sql_with_params()
-        held, held_params = f" AND webhook_id NOT IN ({subquery})", list(subquery_params)
-    with connection.cursor() as cursor:
-        slow = _slow_webhooks(cursor, ids) if hold_slow else []
-        # Claims of a webhook whose last attempt timed out take turns (see _slow_webhooks).
-        with transaction.atomic() if slow else nullcontext():
-            for webhook_id in slow:  # in id order: no deadlock between workers
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CLAIM_LOCK, webhook_id])
-            cursor.execute(
-                _CLAIM_SQL.format(ids=where, held=held),
-                [
-                    Delivery.Status.SENDING,
-                    ops.adapt_datetimefield_value(now + lease()),
-                    *id_params,
-                    Delivery.Status.PENDING,
-                    ops.adapt_datetimefield_value(now),
-                    *held_params,
-                ],
-            )
-            rows = cursor.fetchall()
-    claimed = []
-    for row in sorted(rows):
-        delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
-        delivery.status = Delivery.Status.SENDING
-        claimed.append(delivery)
-    return claimed
-
-
-# The first key of PostgreSQL advisory locks taken by claims, per slow webhook (the second).
-_CLAIM_LOCK = 0x57484B43
-
-
-def _slow_webhooks(cursor: Any, ids: Sequence[int]) -> list[int]:
-    """PostgreSQL: the webhooks of `ids` whose last attempt timed out, in id order.
-
-    Each claim sees the database as its statement began: two workers could both find that no
-    delivery of such a webhook is being sent, and both claim a batch of it (its batches
-    finish at the same moment, so they would, every time). Their claims take turns under an
-    advisory lock, each seeing the previous one committed. SQLite runs one writer at a time.
-    """
-    if connection.vendor != "postgresql":
-        return []
-    cursor.execute(
-        "SELECT DISTINCT w.id FROM webhooks_webhook w "
-        "JOIN webhooks_delivery d ON d.webhook_id = w.id "
-        "WHERE d.id = ANY(%s) AND w.last_status = 'timeout' ORDER BY w.id",
-        [list(ids)],
-    )
-    return [webhook_id for (webhook_id,) in cursor.fetchall()]
-
-
-def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
-    """One delivery, whatever its webhook's receiver is doing: an operator's test send."""
-    claimed = deliveries_claim(ids=[delivery_id], now=now, hold_slow=False)
-    return claimed[0] if claimed else None
-
-
 def deliveries_attempt(*, ids: Sequence[int]) -> dict[int, DeliveryAttempt | None]:
     """Run by the worker for a batch of deliveries: claim the due ones, send, record. Maps
     each delivery that was claimed to its attempt (None: skipped or failed without a send)."""
     results: dict[int, DeliveryAttempt | None] = {}
     for start in range(0, len(ids), BATCH_MAX):
-        claimed = deliveries_claim(ids=ids[start : start + BATCH_MAX])
+        claimed = lifecycle.deliveries_claim(ids=ids[start : start + BATCH_MAX])
         if claimed:
             results.update(deliveries_send(deliveries=claimed, trigger="scheduled"))
     return results
@@ -399,13 +253,9 @@ def deliveries_send(
     _send_all(jobs)
     now = timezone.now()
     with transaction.atomic():
-        finished = {"claimed_until": None, "finished_at": now}
-        for reason, ids in skipped.items():
-            Delivery.objects.filter(pk__in=ids).update(
-                status=Delivery.Status.SKIPPED, reason=reason, **finished
-            )
+        lifecycle.deliveries_skip(skipped, now=now)
         if unsent:
-            _record_unsent(unsent, now=now)
+            lifecycle.deliveries_fail_unsent(unsent, now=now)
         if jobs:
             results.update(_record(jobs, trigger=trigger, retry=retry, now=now))
     for job in jobs:
@@ -416,65 +266,6 @@ def deliveries_send(
 # --- recording -------------------------------------------------------------------------
 
 
-def _record_unsent(failures: list[tuple[Delivery, str, str]], *, now: datetime) -> None:
-    """Fail at once the deliveries that cannot be sent (their record is gone, or cannot be
-    rendered: no retry can help), and count them as failed."""
-    failed: Counter[int] = Counter()
-    labels: dict[int, str] = {}
-    for delivery, reason, label in failures:
-        Delivery.objects.filter(pk=delivery.pk).update(
-            status=Delivery.Status.FAILED,
-            reason=reason[:200],
-            last_error=reason,
-            last_status_code=None,
-            claimed_until=None,
-            finished_at=now,
-        )
-        failed[delivery.webhook_id] += 1
-        labels[delivery.webhook_id] = label
-    for webhook_id in sorted(failed):  # one order everywhere: no deadlock between workers
-        Webhook.objects.filter(pk=webhook_id).update(
-            failed_count=F("failed_count") + failed[webhook_id],
-            last_status=labels[webhook_id],
-            last_delivery_at=now,
-        )
-
-
-@dataclass(slots=True)
-class _Outcome:
-    status: str
-    next_attempt_at: datetime | None
-    reason: str
-    finished_at: datetime | None
-    last_status: str
-
-
-def _outcome(job: _Send, *, retry: bool, now: datetime) -> _Outcome:
-    response = job.response
-    assert response is not None
-    next_attempt_at = None
-    if response.ok:
-        status = Delivery.Status.SUCCEEDED
-    elif http.is_permanent(response) or not retry:
-        status = Delivery.Status.FAILED
-    else:
-        delivery = job.delivery
-        delay = retry_delay(delivery.attempt_count - delivery.schedule_start, response.retry_after)
-        if delay is None:
-            status = Delivery.Status.FAILED
-        else:
-            status = Delivery.Status.PENDING
-            next_attempt_at = now + timedelta(seconds=delay)
-    done = status in (Delivery.Status.SUCCEEDED, Delivery.Status.FAILED)
-    return _Outcome(
-        status=status,
-        next_attempt_at=next_attempt_at,
-        reason=response.error[:200] if status == Delivery.Status.FAILED else "",
-        finished_at=now if done else None,
-        last_status=str(response.status_code) if response.status_code else response.error_class,
-    )
-
-
 # (column, PostgreSQL type) of the rows written per batch.
 _ATTEMPT_COLUMNS = (
     ("delivery_id", "bigint"), ("number", "integer"), ("trigger", "varchar"),
@@ -482,33 +273,6 @@ _ATTEMPT_COLUMNS = (
     ("status_code", "integer"), ("latency_ms", "float8"), ("error_class", "varchar"),
     ("error", "text"), ("response_body", "text"),
 )  # fmt: skip
-_DELIVERY_COLUMNS = (
-    ("id", "bigint"), ("status", "varchar"), ("next_attempt_at", "timestamptz"),
-    ("last_status_code", "integer"), ("last_error", "text"), ("reason", "varchar"),
-    ("finished_at", "timestamptz"), ("body", "text"),
-)  # fmt: skip
-
-
-def _rows_sql(
-    columns: tuple[tuple[str, str], ...], rows: list[tuple[Any, ...]]
-) -> tuple[str, list]:
-    """A table expression of `rows`, with columns column1…, and its parameters.
-
-    PostgreSQL: json_to_recordset() of ONE parameter, a JSON array of the rows: the statement
-    is short and the same whatever the batch size, and the driver quotes one string (quoting
-    hundreds of parameters, or typed arrays of JSON text, costs more than the rest of the
-    batch). SQLite: a VALUES list."""
-    if connection.vendor == "postgresql":
-        keys = [f"column{i}" for i in range(1, len(columns) + 1)]
-        types = ", ".join(f"{key} {kind}" for key, (_, kind) in zip(keys, columns, strict=True))
-        data = json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=str)
-        return f"json_to_recordset(%s) AS v({types})", [data]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    return f"(VALUES {', '.join([row] * len(rows))}) AS v", [x for r in rows for x in r]
-
-
-def _isoformat(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
 
 
 def _record(
@@ -517,8 +281,11 @@ def _record(
     """Write the attempts, the deliveries' new state and the webhooks' counters: one INSERT,
     one UPDATE and one UPDATE per webhook for the whole batch, in the caller's transaction."""
     postgres = connection.vendor == "postgresql"
-    adapt = _isoformat if postgres else connection.ops.adapt_datetimefield_value
-    outcomes = [_outcome(job, retry=retry, now=now) for job in jobs]
+    adapt = lifecycle.isoformat if postgres else connection.ops.adapt_datetimefield_value
+    outcomes = []
+    for job in jobs:
+        assert job.response is not None
+        outcomes.append(lifecycle.outcome(job.delivery, job.response, retry=retry, now=now))
     attempt_rows: list[tuple[Any, ...]] = []
     delivery_rows: list[tuple[Any, ...]] = []
     counters: dict[int, list[Any]] = {}
@@ -558,7 +325,7 @@ def _record(
         entry[2] = outcome.last_status
 
     with connection.cursor() as cursor:
-        source, params = _rows_sql(_ATTEMPT_COLUMNS, attempt_rows)
+        source, params = lifecycle.rows_sql(_ATTEMPT_COLUMNS, attempt_rows)
         names = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
         values = ", ".join(f"v.column{i}" for i in range(1, len(_ATTEMPT_COLUMNS) + 1))
         cursor.execute(
@@ -568,15 +335,7 @@ def _record(
         )
         attempt_ids = {delivery_id: pk for pk, delivery_id in cursor.fetchall()}
 
-        source, params = _rows_sql(_DELIVERY_COLUMNS, delivery_rows)
-        cursor.execute(
-            "UPDATE webhooks_delivery SET claimed_until = NULL, status = v.column2, "
-            "next_attempt_at = v.column3, last_status_code = v.column4, last_error = v.column5, "
-            "reason = v.column6, finished_at = v.column7, "
-            f"body = COALESCE(v.column8, webhooks_delivery.body) FROM {source} "
-            "WHERE webhooks_delivery.id = v.column1",
-            params,
-        )
+        lifecycle.outcomes_record(cursor, delivery_rows)
 
         for webhook_id in sorted(counters):  # one order everywhere: no deadlock between workers
             delivered, failed, last_status = counters[webhook_id]

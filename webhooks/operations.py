@@ -8,9 +8,9 @@ from datetime import datetime
 
 from cdr.models import Cdr, RecordLayout
 from cdr.parsing import split_line
+from webhooks.lifecycle import deliveries_requeue
 from webhooks.matching import Rule, compile_rules
 from webhooks.models import Delivery, Webhook
-from webhooks.services import deliveries_requeue
 
 DRY_RUN_DEFAULT_LIMIT = 1000
 DRY_RUN_MAX_LIMIT = 100_000

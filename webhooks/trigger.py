@@ -6,7 +6,6 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -19,13 +18,11 @@ from cdr.contracts import StatementTail, StoredCte, StoredRecord
 from cdr.parsing import Layout, Row
 from licensing.gating import webhooks_license_problem
 from webhooks.delivery import new_event_id
+from webhooks.lifecycle import deliveries_enqueue, initial_state
 from webhooks.matching import Rule, compile_rules, match_batch, rules_from
 from webhooks.models import Delivery, Webhook
 
 log = logging.getLogger(__name__)
-
-# A pending delivery handed to the broker is not handed again before this, unless it ran.
-ENQUEUE_GRACE = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +87,11 @@ def webhooks_trigger(layout: Layout, stored: list[StoredRecord]) -> None:
     """Evaluate newly stored CDRs against every enabled webhook, inside the ingest batch's
     transaction: statistics and delivery rows commit with the records or not at all.
 
-    Per batch, whatever its size: one small query to see whether the webhooks changed,
-    `match_batch`, one INSERT of every delivery (no body: it is rendered at the first send)
-    and one UPDATE of the hit statistics, with the webhook rows locked in id order so that
-    concurrent ingests queue behind each other instead of deadlocking.
+    SQLite's firing path (PostgreSQL fires inside the statement that stores the batch,
+    `WebhookTrigger.statement`): one small query to see whether the webhooks changed,
+    `match_batch`, one UPDATE of the hit statistics per matched webhook and one bulk INSERT
+    of the deliveries (no body: it is rendered at the first send). SQLite runs one writer
+    at a time, so concurrent ingests cannot interleave here.
     """
     compiled = webhooks_compiled(layout)
     if compiled:
@@ -150,8 +148,9 @@ class WebhookTrigger:
 
     `prepare` runs on the ingest's read-ahead thread (no database there): it matches the
     whole batch while the database is still storing the previous one. The call, in the
-    batch's transaction, then keeps the matches of the records that were new (on
-    PostgreSQL, `statement` does, inside the statement that stores the batch). If the
+    batch's transaction, then keeps the matches of the records that were new. One firing
+    path per database: on PostgreSQL always `statement`, inside the statement that stores
+    the batch (the matched webhooks' rows locked first); on SQLite always `stored`. If the
     webhooks changed in between, the batch is matched again, here, against the new ones.
     """
 
@@ -174,6 +173,7 @@ class WebhookTrigger:
         return self.prepare(layout, rows)
 
     def stored(self, layout: Layout, stored: list[StoredRecord], prepared: Any = None) -> None:
+        """SQLite: fire for the records the batch newly stored (see `webhooks_trigger`)."""
         self.refresh(layout)
         if not isinstance(prepared, BatchMatches) or prepared.compiled is not self.compiled:
             webhooks_trigger(layout, stored)
@@ -197,7 +197,8 @@ class WebhookTrigger:
         stores it (None when no row matches), so the new records never come back to Python.
 
         Called in the batch's transaction before the INSERT; locks the matched webhooks'
-        rows first, in id order, as `_hits_add` does, and leaves out any deleted meanwhile.
+        rows first, in id order, so that concurrent ingests queue behind each other instead
+        of deadlocking and a delete waits for the batch, and leaves out any deleted meanwhile.
         """
         matches = self._current(layout, rows, prepared)
         matched = matches.webhook_ids()
@@ -247,8 +248,6 @@ def _ignore(result: tuple[Any, ...]) -> None:
 def _enqueue_after_commit(result: tuple[Any, ...]) -> None:
     pending = result[0]
     if pending:
-        from webhooks.services import deliveries_enqueue
-
         transaction.on_commit(lambda: deliveries_enqueue(sorted(pending)))
 
 
@@ -271,31 +270,19 @@ def _fire(compiled: list[CompiledWebhook], cdr_ids_by_hook: list[list[int]]) -> 
     license_problem = webhooks_license_problem()
     pending = _deliveries_insert(webhook_ids, cdr_ids, now, skipped=license_problem is not None)
     if pending:
-        from webhooks.services import deliveries_enqueue
-
         transaction.on_commit(lambda: deliveries_enqueue(pending))
 
 
 def _hits_add(hits: dict[int, int], now: Any) -> set[int]:
-    """Add the hits, locking the webhooks' rows in id order until the batch commits; the ids
-    of the webhooks that still exist (one deleted meanwhile gets no deliveries)."""
-    ids = sorted(hits)
-    if connection.vendor != "postgresql":  # SQLite: one writer at a time anyway
-        return {
-            webhook_id
-            for webhook_id in ids
-            if Webhook.objects.filter(pk=webhook_id).update(
-                hit_count=F("hit_count") + hits[webhook_id], last_hit_at=now
-            )
-        }
-    live = _webhooks_lock(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE webhooks_webhook AS w SET hit_count = w.hit_count + v.n, last_hit_at = %s "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n) WHERE w.id = v.id",
-            [now, _array(ids), _array(hits[i] for i in ids)],
+    """SQLite (one writer at a time, so no row locks): add the hits; the ids of the webhooks
+    that still exist (one deleted meanwhile gets no deliveries)."""
+    return {
+        webhook_id
+        for webhook_id in sorted(hits)
+        if Webhook.objects.filter(pk=webhook_id).update(
+            hit_count=F("hit_count") + hits[webhook_id], last_hit_at=now
         )
-    return live
+    }
 
 
 def _webhooks_lock(ids: list[int]) -> set[int]:
@@ -310,34 +297,6 @@ def _webhooks_lock(ids: list[int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-# Every column of a new event delivery but the two that vary per row and the event id.
-_DELIVERY_COLUMNS = (
-    "kind", "body", "status", "reason", "attempt_count", "schedule_start", "next_attempt_at",
-    "claimed_until", "last_status_code", "last_error", "created_at", "finished_at",
-)  # fmt: skip
-
-
-def _delivery_defaults(now: Any, skipped: bool) -> dict[str, Any]:
-    if skipped:
-        status, reason, next_at, claimed, finished = "skipped", "license", None, None, now
-    else:
-        status, reason, next_at, claimed, finished = "pending", "", now, now + ENQUEUE_GRACE, None
-    return {
-        "kind": Delivery.Kind.EVENT,
-        "body": "",
-        "status": status,
-        "reason": reason,
-        "attempt_count": 0,
-        "schedule_start": 0,
-        "next_attempt_at": next_at,
-        "claimed_until": claimed,
-        "last_status_code": None,
-        "last_error": "",
-        "created_at": now,
-        "finished_at": finished,
-    }
-
-
 def _deliveries_insert_sql(
     pairs: sql.Composable, now: Any, *, skipped: bool
 ) -> tuple[sql.Composed, dict[str, Any]]:
@@ -350,9 +309,10 @@ def _deliveries_insert_sql(
     so that an appliance installed again, whose ids start again from 1, still sends
     webhook-ids its receivers have never seen.
     """
-    defaults = _delivery_defaults(now, skipped)
-    columns = sql.SQL(", ").join(map(sql.Identifier, _DELIVERY_COLUMNS))
-    values = sql.SQL(", ").join(sql.Placeholder(f"wh_{c}") for c in _DELIVERY_COLUMNS)
+    # Every column but the two that vary per row and the event id.
+    defaults = initial_state(now, skipped=skipped)
+    columns = sql.SQL(", ").join(map(sql.Identifier, defaults))
+    values = sql.SQL(", ").join(sql.Placeholder(f"wh_{c}") for c in defaults)
     statement = sql.SQL(
         "INSERT INTO webhooks_delivery (id, webhook_id, cdr_id, event_id, {columns}) "
         "SELECT n.id, n.webhook_id, n.cdr_id,"
@@ -360,7 +320,7 @@ def _deliveries_insert_sql(
         "(SELECT nextval(%(wh_sequence)s::regclass) AS id, p.webhook_id, p.cdr_id FROM {pairs})"
         " AS n"
     ).format(columns=columns, values=values, pairs=pairs)
-    params = {f"wh_{c}": defaults[c] for c in _DELIVERY_COLUMNS}
+    params = {f"wh_{c}": value for c, value in defaults.items()}
     params["wh_event_suffix"] = secrets.token_hex(8)
     params["wh_sequence"] = _delivery_id_sequence()
     return statement, params
@@ -381,30 +341,14 @@ def _delivery_id_sequence() -> str:
 def _deliveries_insert(
     webhook_ids: list[int], cdr_ids: list[int], now: Any, *, skipped: bool
 ) -> list[int]:
-    """One delivery per (webhook, cdr) pair; the ids of those to send."""
-    if connection.vendor != "postgresql":
-        defaults = _delivery_defaults(now, skipped)
-        rows = [
-            Delivery(webhook_id=w, cdr_id=c, event_id=new_event_id(), **defaults)
-            for w, c in zip(webhook_ids, cdr_ids, strict=True)
-        ]
-        Delivery.objects.bulk_create(rows, batch_size=500)
-        return [] if skipped else [row.pk for row in rows]
-    # PostgreSQL: the pairs travel as two arrays and the event ids are made by the server.
-    insert, params = _deliveries_insert_sql(
-        sql.SQL(
-            "unnest(%(wh_webhook_ids)s::bigint[], %(wh_cdr_ids)s::bigint[])"
-            " AS p(webhook_id, cdr_id)"
-        ),
-        now,
-        skipped=skipped,
-    )
-    params["wh_webhook_ids"], params["wh_cdr_ids"] = _array(webhook_ids), _array(cdr_ids)
-    if not skipped:
-        insert += sql.SQL(" RETURNING id")
-    with connection.cursor() as cursor:
-        cursor.execute(insert.as_string(cursor.cursor), params)
-        return [] if skipped else [row[0] for row in cursor.fetchall()]
+    """SQLite: one delivery per (webhook, cdr) pair; the ids of those to send."""
+    defaults = initial_state(now, skipped=skipped)
+    rows = [
+        Delivery(webhook_id=w, cdr_id=c, event_id=new_event_id(), **defaults)
+        for w, c in zip(webhook_ids, cdr_ids, strict=True)
+    ]
+    Delivery.objects.bulk_create(rows, batch_size=500)
+    return [] if skipped else [row.pk for row in rows]
 
 
 def _array(numbers: Iterable[int]) -> str:
