@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
@@ -680,11 +680,7 @@ def cdr_file_ingest(
         on_stored = batch_listener()
     with open_binary(path) as stream:
         try:
-            reader = CucmReader(
-                stream,
-                max_line_bytes=settings.CDR_MAX_LINE_BYTES,
-                max_bytes=settings.CDR_MAX_FILE_BYTES,
-            )
+            reader = _reader(stream)
         except NotCucmFile as exc:
             return _finish(cdr_file, CdrFile.Status.FAILED, error=str(exc))
         layout = reader.layout
@@ -746,6 +742,15 @@ class DryRun:
     matches: Counter[str] = field(default_factory=Counter)
 
 
+def _reader(stream: BinaryIO) -> CucmReader:
+    """A reader of `stream` with the configured bounds: ingest and the dry run read alike."""
+    return CucmReader(
+        stream,
+        max_line_bytes=settings.CDR_MAX_LINE_BYTES,
+        max_bytes=settings.CDR_MAX_FILE_BYTES,
+    )
+
+
 def file_dry_run(
     *, path: Path, batch_size: int = 1000, listener: BatchListener | None = None
 ) -> DryRun:
@@ -754,11 +759,7 @@ def file_dry_run(
     result = DryRun()
     with open_binary(path) as stream:
         try:
-            reader = CucmReader(
-                stream,
-                max_line_bytes=settings.CDR_MAX_LINE_BYTES,
-                max_bytes=settings.CDR_MAX_FILE_BYTES,
-            )
+            reader = _reader(stream)
         except (NotCucmFile, OSError, EOFError) as exc:
             result.error = str(exc)
             return result
