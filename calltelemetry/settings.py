@@ -207,6 +207,23 @@ WATCHER_STALE_SECONDS: float = config.read(
 _batch = "5000" if DATABASES["default"]["ENGINE"].endswith("postgresql") else "1000"
 CDR_BATCH_SIZE: int = config.read(env, "CDR_BATCH_SIZE", _batch, config.non_negative_int) or 1000
 
+# --- Calls (legs and CMRs joined into calls) ---------------------------------------------
+# A call is settled (and its call-scope webhooks evaluated) once no leg and no CMR of it has
+# arrived for this long, by the appliance's clock: CMR files come separately from CDR files.
+CALL_SETTLE_SECONDS: float = config.read(env, "CALL_SETTLE_SECONDS", "120", config.positive_float)
+
+
+def _numbers(raw: str) -> frozenset[str]:
+    numbers = frozenset(n.strip() for n in raw.split(",") if n.strip())
+    if any(len(n) > 50 or any(c.isspace() or not c.isprintable() for c in n) for n in numbers):
+        raise ValueError("use directory numbers separated by commas, e.g. 8000,+14085550100")
+    return numbers
+
+
+# Voicemail pilot numbers: a call whose only connected legs reached one was not answered by a
+# person (call.missed, call.voicemail).
+VOICEMAIL_NUMBERS: frozenset[str] = config.read(env, "VOICEMAIL_NUMBERS", "", _numbers)
+
 # --- Retention (days; 0 keeps forever) -------------------------------------------------
 CDR_RETENTION_DAYS: int = config.read(env, "CDR_RETENTION_DAYS", "0", config.non_negative_int)
 DELIVERY_LOG_RETENTION_DAYS: int = config.read(
@@ -297,6 +314,7 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULE = {
     "webhooks-sweep": {"task": "webhooks.tasks.sweep", "schedule": 2.0},
     "cdr-sweep": {"task": "cdr.tasks.sweep_files", "schedule": 10.0},
+    "calls-settle": {"task": "cdr.tasks.calls_settle", "schedule": 5.0},
     "retention-purge": {"task": "calltelemetry.tasks.retention_purge", "schedule": 3600.0},
 }
 CELERY_IMPORTS = ("calltelemetry.tasks",)

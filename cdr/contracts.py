@@ -116,3 +116,27 @@ def batch_listener_register(factory: Callable[[], BatchListener]) -> None:
 def batch_listener() -> BatchListener | None:
     """A new listener for one file, or None when no app registered one."""
     return _factory() if _factory is not None else None
+
+
+class CallListener(Protocol):
+    """Told which calls the settle sweep has just settled (`cdr.calls`): their facts are in
+    the `Call` rows, their records point at them. Called inside the sweep's transaction,
+    so what the listener writes commits with the settle, or neither does; a call settled
+    again (a late leg opened it) is passed again."""
+
+    def settled(self, call_ids: Sequence[int]) -> None: ...
+
+
+_call_listener: CallListener | None = None
+
+
+def call_listener_register(listener: CallListener) -> None:
+    """Make the settle sweep tell `listener` about settled calls (from `AppConfig.ready`)."""
+    global _call_listener
+    if _call_listener is not None and _call_listener is not listener:
+        raise RuntimeError(f"a call listener is already registered: {_call_listener!r}")
+    _call_listener = listener
+
+
+def call_listener() -> CallListener | None:
+    return _call_listener

@@ -115,6 +115,102 @@ class RecordLayout(models.Model):
         return f"{self.kind.upper()} {len(self.fields)} fields"
 
 
+class Call(models.Model):
+    """One conversation: the CDRs (legs) and CMRs that CUCM wrote for it, joined by ingest.
+
+    Ingest attaches every new record to a call (`cdr.calls`) and stamps `last_arrival_at`;
+    the settle sweep fills the facts below once nothing of the call has arrived for
+    CALL_SETTLE_SECONDS, and tells the apps above (call-scope webhooks). A leg that arrives
+    after that opens the call again; it is settled again, with every fact recomputed.
+    """
+
+    cluster = models.CharField(max_length=64)
+    # CUCM's global call id of the call's first leg (a consultation leg keeps its own).
+    call_manager_id = models.IntegerField(null=True, blank=True)
+    call_id = models.BigIntegerField(null=True, blank=True)
+    first_arrival_at = models.DateTimeField()
+    last_arrival_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True, help_text="empty: still open")
+    # Set by the sweep for a call that awaits the leg continuing a transfer or conference.
+    held_until = models.DateTimeField(null=True, blank=True)
+    settle_count = models.PositiveIntegerField(default=0, db_default=0)
+    # A call joined into another (a consultation transfer's two halves meet in its last leg).
+    merged_into = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="+",
+    )
+    # Facts, as of the last settle (see cdr.calls.call_facts for the rules).
+    started_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    legs = models.PositiveIntegerField(default=0, db_default=0)
+    cmr_count = models.PositiveIntegerField(default=0, db_default=0)
+    answered = models.BooleanField(default=False, db_default=False)
+    missed = models.BooleanField(default=False, db_default=False)
+    voicemail = models.BooleanField(default=False, db_default=False)
+    transferred = models.BooleanField(default=False, db_default=False)
+    forwarded = models.BooleanField(default=False, db_default=False)
+    conference = models.BooleanField(default=False, db_default=False)
+    duration = models.IntegerField(
+        default=0, db_default=0, help_text="seconds, first connect to last disconnect"
+    )
+    ring_seconds = models.IntegerField(null=True, blank=True)
+    caller = models.CharField(max_length=255, blank=True, default="", db_default="")
+    dialed = models.CharField(max_length=255, blank=True, default="", db_default="")
+    answered_by = models.CharField(max_length=255, blank=True, default="", db_default="")
+    cause = models.BigIntegerField(null=True, blank=True)
+    mos_min = models.FloatField(null=True, blank=True)
+    jitter_max = models.IntegerField(null=True, blank=True)
+    loss_pct = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["last_arrival_at"],
+                condition=Q(settled_at__isnull=True),
+                name="call_open_by_arrival",
+            ),
+            models.Index(fields=["cluster", "call_manager_id", "call_id"], name="call_global_id"),
+            models.Index(fields=["caller"], name="call_caller"),
+            models.Index(fields=["dialed"], name="call_dialed"),
+            models.Index(fields=["answered_by"], name="call_answered_by"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.caller or '?'} → {self.dialed or '?'} ({self.legs} legs)"
+
+    @property
+    def cause_text(self) -> str:
+        return cause_text(self.cause)
+
+
+class CallKey(models.Model):
+    """What ties a record to its call: CUCM's global call id (kind GLOBAL, number =
+    callManagerId × 2³² + callId) or a leg id (kind LEG). CUCM reuses both after a while
+    (callId is 24 bits per node), so a key also holds when it was last seen (the record's
+    origination, epoch seconds) and a far older key starts a new call."""
+
+    GLOBAL, LEG = 0, 1
+
+    cluster = models.CharField(max_length=64)
+    kind = models.SmallIntegerField()
+    number = models.BigIntegerField()
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, db_constraint=False)
+    seen = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "kind", "number"], name="callkey_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{'leg' if self.kind == self.LEG else 'call'} {self.number} → call {self.call_id}"
+
+
 class Record(models.Model):
     # Ingest sets both from rows it created moments before, and the ORM applies on_delete
     # (SET_NULL, PROTECT) itself; database-level foreign keys would add two deferred checks
@@ -139,6 +235,14 @@ class Record(models.Model):
     call_manager_id = models.IntegerField(null=True, blank=True)
     call_id = models.BigIntegerField(null=True, blank=True)
     ingested_at = models.DateTimeField(auto_now_add=True)
+    # The call this record belongs to (`cdr.calls`); `call_id` is CUCM's global call id.
+    call_ref = models.ForeignKey(
+        Call,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+    )
 
     objects = RecordQuerySet.as_manager()
 
@@ -169,6 +273,14 @@ class Cdr(Record):
     dest_device_name = models.CharField(max_length=129, blank=True)
     orig_cause_value = models.BigIntegerField(null=True, blank=True)
     dest_cause_value = models.BigIntegerField(null=True, blank=True)
+    # What call assembly reads about how the leg began and ended (reference §3.5, §3.6).
+    orig_termination_on_behalf_of = models.IntegerField(null=True, blank=True)
+    dest_termination_on_behalf_of = models.IntegerField(null=True, blank=True)
+    join_on_behalf_of = models.IntegerField(null=True, blank=True)
+    orig_redirect_reason = models.IntegerField(null=True, blank=True)
+    last_redirect_reason = models.IntegerField(null=True, blank=True)
+    orig_redirect_on_behalf_of = models.IntegerField(null=True, blank=True)
+    last_redirect_on_behalf_of = models.IntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name = "CDR"
@@ -233,6 +345,9 @@ class Cmr(Record):
     jitter = models.IntegerField(null=True, blank=True)
     latency = models.IntegerField(null=True, blank=True)
     packets_lost = models.BigIntegerField(null=True, blank=True)
+    packets_received = models.BigIntegerField(null=True, blank=True)
+    # The endpoint's MOS from varVQMetrics: MLQKmn, else MLQKav, else MLQK (empty: none).
+    mos = models.FloatField(null=True, blank=True)
 
     class Meta:
         verbose_name = "CMR"
