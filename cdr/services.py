@@ -69,7 +69,7 @@ KEY_LENGTH = 64
 class RecordKey:
     """What makes a record new, one definition for ingest and the dry run: (cluster, pkid),
     the cluster read from the row, else the file name's (ingest's SQL applies the same
-    fallback: see `_Writer._converted`)."""
+    fallback: see `cdr.sql.BatchInsert._converted`)."""
 
     pkid_at: int
     cluster_at: int | None

@@ -230,7 +230,6 @@ def deliveries_claim(
         until=ops.adapt_datetimefield_value(now + lease()),
         now=ops.adapt_datetimefield_value(now),
         held=held_webhooks(now).query.sql_with_params() if hold_slow else None,
-        hold_slow=hold_slow,
     )
     claimed = []
     for row in sorted(rows):

@@ -175,15 +175,14 @@ def deliveries_claim(
     until: Any,
     now: Any,
     held: tuple[str, Sequence[Any]] | None,
-    hold_slow: bool,
 ) -> list[tuple[Any, ...]]:
     """Move those of `ids` that are `pending` and due at `now` to `sending` until `until`,
     counting the attempt, one worker winning each row; the fields `returning` of each.
 
     `held` is a subquery of webhook ids (and its parameters) whose deliveries stay due. The
     ORM compiles it with positional parameters, and `ids` are N placeholders on SQLite, so
-    this statement's parameters are positional. With `hold_slow`, claims of a webhook whose
-    last attempt timed out take turns (see `_slow_webhooks`).
+    this statement's parameters are positional. With `held`, claims of a webhook whose last
+    attempt timed out also take turns (see `_slow_webhooks`).
     """
     where, id_params = _ids_in(Delivery, ids)
     status, attempts = _column(Delivery, "status"), _column(Delivery, "attempt_count")
@@ -198,7 +197,7 @@ def deliveries_claim(
         f" RETURNING {', '.join(_column(Delivery, f) for f in returning)}"
     )
     with connection.cursor() as cursor:
-        slow = _slow_webhooks(cursor, ids) if hold_slow else []
+        slow = _slow_webhooks(cursor, ids) if held is not None else []
         with transaction.atomic() if slow else nullcontext():
             for webhook_id in slow:  # in id order: no deadlock between workers
                 cursor.execute(
