@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cdr import calls_sql
+from cdr import sql as calls_sql
 from cdr.contracts import call_listener
 from cdr.facts import CallFacts, Leg, awaits_continuation, call_facts
 from cdr.models import CallKey

@@ -9,7 +9,8 @@ from the models' metadata (`_meta.db_table`, `_meta.get_field(…).column`), quo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -18,10 +19,15 @@ from django.utils import timezone
 from psycopg import sql
 
 from cdr.contracts import StatementTail, StoredCte
-from cdr.models import Cdr
+from cdr.facts import CallFacts, Leg, Quality
+from cdr.models import Call, CallKey, Cdr, Cmr
 
 # The kinds of a typed column (the others are a text length): see `cdr.services.CDR_COLUMNS`.
 INT, TIME = "int", "time"
+# A CMR's MOS, read from its varVQMetrics text: MLQKmn, else MLQKav, else MLQK; a key that is
+# missing, not a number or 0 (no score computed) gives NULL.
+MOS = "mos"
+MOS_KEYS = ("MLQKmn", "MLQKav", "MLQK")
 # Staged per row before the typed columns: the line number (which also identifies the row
 # in RETURNING), the raw line, cluster and pkid. They are the model's field names too.
 STAGED = ("line", "raw", "cluster", "pkid")
@@ -46,16 +52,25 @@ class BatchInsert:
     """
 
     def __init__(
-        self, model: type[Model], columns: Sequence[tuple[str, str | int]], *, postgres: bool
+        self,
+        model: type[Model],
+        columns: Sequence[tuple[str, str | int]],
+        *,
+        postgres: bool,
+        calls: bool = False,
     ):
         self.model = model
         self.columns = list(columns)
         self.postgres = postgres
+        # With `calls`, each record is stored with its call (`call_ref`): on PostgreSQL from
+        # the arrays `ingest_call_lines` / `ingest_call_refs`, on SQLite as each row's last
+        # value; and RETURNING (and `run_with`'s row) also gives the calls of new records.
+        self.calls = calls
         q = connection.ops.quote_name
         self.table = table(model)
         # Staging columns carry the field names; the target's are the model's columns.
         self.names = [*STAGED, *(col for col, _ in self.columns)]
-        fields = ["file", "layout", *self.names, "ingested_at"]
+        fields = ["file", "layout", *self.names, "ingested_at", *(["call_ref"] if calls else [])]
         self.target = ", ".join(column(model, name) for name in fields)
         self.on_conflict = (
             f" ON CONFLICT ({column(model, 'cluster')}, {column(model, 'pkid')}) DO NOTHING"
@@ -65,6 +80,7 @@ class BatchInsert:
             self.on_conflict
             + " RETURNING "
             + ", ".join(f"{column(model, name)} AS {q(name)}" for name in StoredCte.COLUMNS)
+            + (f", {column(model, 'call_ref')} AS {q('call_ref')}" if calls else "")
         )
         self._staging_ready = False  # the session's staging table exists
 
@@ -74,7 +90,7 @@ class BatchInsert:
 
     def run(self, data: Any, params: dict[str, Any], *, returning: bool) -> Any:
         """Store the batch (COPY text on PostgreSQL, parameter tuples elsewhere); the
-        (id, line) of the new records, or only their count without `returning`."""
+        (id, line[, call]) of the new records, or only their count without `returning`."""
         with connection.cursor() as cursor:
             if self.postgres:
                 insert = self._staged_insert(cursor, data)
@@ -85,11 +101,15 @@ class BatchInsert:
 
     def run_with(self, data: bytes, params: dict[str, Any], tail: StatementTail) -> tuple[Any, ...]:
         """PostgreSQL: store the batch and run `tail` in the same statement; its one row
-        (the count of new records, then the tail's columns)."""
+        (the count of new records, with `calls` the array of their calls, then the tail's
+        columns)."""
         with connection.cursor() as cursor:
             insert = sql.SQL(self._staged_insert(cursor, data) + self.returning)
-            statement = sql.SQL("WITH {} AS ({}){} SELECT (SELECT count(*) FROM {}){}").format(
-                StoredCte.name, insert, tail.ctes, StoredCte.name, tail.select
+            calls = sql.SQL(
+                ", (SELECT array_agg(DISTINCT {}) FROM {})" if self.calls else ""
+            ).format(sql.Identifier("call_ref"), StoredCte.name)
+            statement = sql.SQL("WITH {} AS ({}){} SELECT (SELECT count(*) FROM {}){}{}").format(
+                StoredCte.name, insert, tail.ctes, StoredCte.name, calls, tail.select
             )
             cursor.execute(statement.as_string(cursor.cursor), {**params, **tail.params})
             return tuple(cursor.fetchone())
@@ -116,6 +136,8 @@ class BatchInsert:
                     f"CASE WHEN length({value}) BETWEEN 1 AND 18 THEN CASE WHEN {number} "
                     f"BETWEEN {-limit} AND {limit - 1} THEN {number} END END"
                 )
+            elif kind == MOS:
+                exprs.append(self._mos(value))
             elif kind == TIME:
                 epoch = f"NULLIF(NULLIF({value}, ''), '0')"
                 exprs.append(
@@ -126,6 +148,20 @@ class BatchInsert:
             else:
                 exprs.append(f"substr({value}, 1, {kind})")
         return exprs
+
+    def _mos(self, text: str) -> str:
+        scores = []
+        for key in MOS_KEYS:
+            if self.postgres:
+                number = f"substring({text} from '{key}=([0-9]{{1,3}}(?:[.][0-9]{{1,8}})?)')"
+                score = f"CAST({number} AS double precision)"
+            else:
+                # CAST takes the longest number the text starts with ("4.1;MLQKvr=…" → 4.1).
+                at = f"instr({text}, '{key}=')"
+                after = f"substr({text}, {at} + {len(key) + 1})"
+                score = f"CASE WHEN {at} > 0 THEN CAST({after} AS REAL) END"
+            scores.append(f"NULLIF({score}, 0)")
+        return f"COALESCE({', '.join(scores)})"
 
     def _staged_insert(self, cursor: Any, data: bytes) -> str:
         """COPY the batch into the session's staging table; the INSERT … SELECT that stores
@@ -149,9 +185,16 @@ class BatchInsert:
         ):
             copy.write(data)
         select = ", ".join(self._converted(lambda name: f'"{name}"', "%(ingest_cluster)s"))
+        if not self.calls:
+            return (
+                f"INSERT INTO {self.table} ({self.target}) "
+                f"SELECT %(ingest_file)s, %(ingest_layout)s, {select}, now() FROM {stage}"
+            )
         return (
             f"INSERT INTO {self.table} ({self.target}) "
-            f"SELECT %(ingest_file)s, %(ingest_layout)s, {select}, now() FROM {stage}"
+            f"SELECT %(ingest_file)s, %(ingest_layout)s, {select}, now(), c.call_ref FROM {stage}"
+            " LEFT JOIN unnest(%(ingest_call_lines)s::integer[], %(ingest_call_refs)s::bigint[])"
+            f' AS c(call_line, call_ref) ON c.call_line = {stage}."line"'
         )
 
     def _values(
@@ -163,9 +206,11 @@ class BatchInsert:
         # positional parameters, the fixed ones first.
         position = {name: i for i, name in enumerate(self.names, start=1)}
         select = ", ".join(self._converted(lambda name: f"column{position[name]}", "%s"))
-        row = "(" + ", ".join(["%s"] * len(self.names)) + ")"
+        width = len(self.names) + self.calls  # with calls, each row ends with its call
+        call = f", column{width}" if self.calls else ""
+        row = "(" + ", ".join(["%s"] * width) + ")"
         statement = (
-            f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, %s "
+            f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, %s{call} "
             f"FROM (VALUES {', '.join([row] * len(data))}) WHERE true"
             + (self.returning if returning else self.on_conflict)
         )
@@ -197,3 +242,411 @@ def cdrs_read(ids: Sequence[int]) -> list[tuple[int, str, str, int, str]]:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {names} FROM {table(model)} WHERE {where}", params)
         return cursor.fetchall()
+
+
+# --- calls (cdr.calls): assembly and settling -------------------------------------------
+
+# The first key of the advisory locks that make one cluster's assembly take turns (the
+# second is the cluster's hash).
+_ASSEMBLY_LOCK = 0x43414C4C  # "CALL"
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _in(name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+    """`IN (…)` for `values`, their parameters added to `params` under `name`."""
+    if _postgres():
+        params[name] = list(values)
+        return f"= ANY(%({name})s)"
+    names = [f"{name}_{i}" for i in range(len(values))]
+    params.update(zip(names, values, strict=True))
+    return "IN (" + ", ".join(f"%({n})s" for n in names) + ")"
+
+
+def _epoch(column: str) -> str:
+    if _postgres():
+        return f"CAST(extract(epoch FROM {column}) AS bigint)"
+    return f"CAST(strftime('%%s', {column}) AS INTEGER)"
+
+
+def _time(value: str) -> str:
+    return f"to_timestamp({value})" if _postgres() else f"datetime({value}, 'unixepoch')"
+
+
+def _execute(statement: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+
+def clusters_lock(clusters: Sequence[str]) -> None:
+    """PostgreSQL: make assembly of these clusters' records take turns until the caller's
+    transaction ends (two nodes' files of one cluster ingested at once would otherwise both
+    start a call for the same conversation). SQLite runs one writer at a time."""
+    if not _postgres():
+        return
+    for cluster in sorted(clusters):
+        _execute(
+            "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(cluster)s))",
+            {"space": _ASSEMBLY_LOCK, "cluster": cluster},
+        )
+
+
+Key = tuple[str, int, int]  # (cluster, kind, number)
+
+_KEY_CHUNK = 5000
+
+
+def keys_find(keys: Iterable[Key]) -> dict[Key, tuple[int, int]]:
+    """The call and last-seen time of each of `keys` that names a call."""
+    wanted = sorted(keys)
+    found: dict[Key, tuple[int, int]] = {}
+    name = table(CallKey)
+    cluster, kind, number = (column(CallKey, n) for n in ("cluster", "kind", "number"))
+    call, seen = column(CallKey, "call"), column(CallKey, "seen")
+    for start in range(0, len(wanted), _KEY_CHUNK):
+        chunk = wanted[start : start + _KEY_CHUNK]
+        params: dict[str, Any] = {}
+        if _postgres():
+            params = {
+                "clusters": [k[0] for k in chunk],
+                "kinds": [k[1] for k in chunk],
+                "numbers": [k[2] for k in chunk],
+            }
+            statement = (
+                f"SELECT k.{cluster}, k.{kind}, k.{number}, k.{call}, k.{seen} FROM {name} k "
+                "JOIN unnest(%(clusters)s::text[], %(kinds)s::smallint[], %(numbers)s::bigint[])"
+                f" AS b(cluster, kind, number) ON k.{cluster} = b.cluster AND k.{kind} = b.kind"
+                f" AND k.{number} = b.number"
+            )
+        else:
+            rows = []
+            for i, (c, k, n) in enumerate(chunk):
+                params.update({f"c{i}": c, f"k{i}": k, f"n{i}": n})
+                rows.append(f"(%(c{i})s, %(k{i})s, %(n{i})s)")
+            statement = (
+                f"SELECT {cluster}, {kind}, {number}, {call}, {seen} FROM {name} "
+                f"WHERE ({cluster}, {kind}, {number}) IN (VALUES {', '.join(rows)})"
+            )
+        for c, k, n, call_id, when in _execute(statement, params):
+            found[(c, k, n)] = (call_id, when)
+    return found
+
+
+def keys_upsert(keys: dict[Key, tuple[int, int]]) -> None:
+    """Point each key at its call (with the time it was last seen)."""
+    name = table(CallKey)
+    names = [column(CallKey, n) for n in ("cluster", "kind", "number", "call", "seen")]
+    cluster, kind, number, call, seen = names
+    update = (
+        f"ON CONFLICT ({cluster}, {kind}, {number}) DO UPDATE SET {call} = excluded.{call}, "
+        f"{seen} = excluded.{seen}"
+    )
+    items = sorted(keys.items())
+    for start in range(0, len(items), _KEY_CHUNK):
+        chunk = items[start : start + _KEY_CHUNK]
+        if _postgres():
+            params: dict[str, Any] = {
+                "clusters": [k[0] for k, _ in chunk],
+                "kinds": [k[1] for k, _ in chunk],
+                "numbers": [k[2] for k, _ in chunk],
+                "calls": [v[0] for _, v in chunk],
+                "seen": [v[1] for _, v in chunk],
+            }
+            source = (
+                "SELECT * FROM unnest(%(clusters)s::text[], %(kinds)s::smallint[], "
+                "%(numbers)s::bigint[], %(calls)s::bigint[], %(seen)s::bigint[])"
+            )
+        else:
+            params, rows = {}, []
+            for i, ((c, k, n), (call_id, when)) in enumerate(chunk):
+                params.update({f"c{i}": c, f"k{i}": k, f"n{i}": n, f"a{i}": call_id, f"s{i}": when})
+                rows.append(f"(%(c{i})s, %(k{i})s, %(n{i})s, %(a{i})s, %(s{i})s)")
+            # SQLite needs the WHERE to tell the SELECT's end from the ON CONFLICT clause.
+            source = f"SELECT * FROM (VALUES {', '.join(rows)}) WHERE true"
+        _execute(f"INSERT INTO {name} ({', '.join(names)}) {source} {update}", params)
+
+
+def calls_create(rows: Sequence[tuple[str, int, int]], now: datetime) -> list[int]:
+    """New calls for (cluster, callManagerId, callId) rows, in order; their ids."""
+    name = table(Call)
+    pk = column(Call, "id")
+    names = [
+        pk,
+        *(
+            column(Call, n)
+            for n in (
+                "cluster",
+                "call_manager_id",
+                "call_id",
+                "first_arrival_at",
+                "last_arrival_at",
+            )
+        ),
+    ]
+    params: dict[str, Any] = {"now": now, "n": len(rows)}
+    if _postgres():
+        # Ids drawn first, so that they pair with the rows whatever order INSERT takes.
+        sequence = _execute(
+            "SELECT pg_get_serial_sequence(%(table)s, %(column)s)",
+            {"table": Call._meta.db_table, "column": Call._meta.pk.column},
+        )[0][0]
+        params["sequence"] = sequence
+        ids = [
+            row[0]
+            for row in _execute(
+                "SELECT nextval(%(sequence)s::regclass) FROM generate_series(1, %(n)s)", params
+            )
+        ]
+        params.update(
+            ids=ids,
+            clusters=[r[0] for r in rows],
+            cms=[r[1] or None for r in rows],
+            calls=[r[2] or None for r in rows],
+        )
+        source = (
+            "SELECT v.*, %(now)s, %(now)s FROM unnest(%(ids)s::bigint[], %(clusters)s::text[], "
+            "%(cms)s::integer[], %(calls)s::bigint[]) AS v"
+        )
+    else:
+        # SQLite: the transaction holds the write lock from its start (IMMEDIATE).
+        last = _execute(f"SELECT COALESCE(max({pk}), 0) FROM {name}", {})[0][0]
+        ids = list(range(last + 1, last + 1 + len(rows)))
+        values = []
+        for i, (call_id, (cluster, cm, number)) in enumerate(zip(ids, rows, strict=True)):
+            params.update(
+                {f"i{i}": call_id, f"c{i}": cluster, f"m{i}": cm or None, f"n{i}": number or None}
+            )
+            values.append(f"(%(i{i})s, %(c{i})s, %(m{i})s, %(n{i})s, %(now)s, %(now)s)")
+        source = f"VALUES {', '.join(values)}"
+    _execute(f"INSERT INTO {name} ({', '.join(names)}) {source}", params)
+    return ids
+
+
+def calls_merge(pairs: Sequence[tuple[int, int]]) -> None:
+    """Merge each (call, into) pair: its records and keys move to `into`, and it is marked
+    merged (kept, so that what refers to it still resolves)."""
+    for other, target in pairs:
+        params = {"other": other, "target": target}
+        for model in (Cdr, Cmr):
+            ref = column(model, "call_ref")
+            _execute(
+                f"UPDATE {table(model)} SET {ref} = %(target)s WHERE {ref} = %(other)s",
+                params,
+            )
+        ref = column(CallKey, "call")
+        _execute(
+            f"UPDATE {table(CallKey)} SET {ref} = %(target)s WHERE {ref} = %(other)s",
+            params,
+        )
+        _execute(
+            f"UPDATE {table(Call)} SET {column(Call, 'merged_into')} = %(target)s "
+            f"WHERE {column(Call, 'id')} = %(other)s",
+            params,
+        )
+
+
+def calls_arrived(ids: Sequence[int], now: datetime) -> None:
+    """New records joined these calls: they are open until nothing more arrives."""
+    params: dict[str, Any] = {"now": now}
+    where = _in("ids", ids, params)
+    _execute(
+        f"UPDATE {table(Call)} SET {column(Call, 'last_arrival_at')} = %(now)s, "
+        f"{column(Call, 'settled_at')} = NULL, {column(Call, 'held_until')} = NULL "
+        f"WHERE {column(Call, 'id')} {where}",
+        params,
+    )
+
+
+def calls_delete(ids: Sequence[int]) -> None:
+    params: dict[str, Any] = {}
+    where = _in("ids", ids, params)
+    _execute(f"DELETE FROM {table(CallKey)} WHERE {column(CallKey, 'call')} {where}", params)
+    _execute(f"DELETE FROM {table(Call)} WHERE {column(Call, 'id')} {where}", params)
+
+
+# --- settling ------------------------------------------------------------------------------
+
+
+def _open() -> str:
+    return f"{column(Call, 'settled_at')} IS NULL AND {column(Call, 'merged_into')} IS NULL"
+
+
+def _lock_clause() -> str:
+    return " FOR UPDATE SKIP LOCKED" if _postgres() else ""
+
+
+def calls_due(cutoff: datetime, now: datetime, limit: int) -> dict[int, bool]:
+    """Open calls nothing has joined since `cutoff` and that are not held (locked until the
+    transaction ends; other sweeps skip them): id → whether a hold on it ran out."""
+    held = column(Call, "held_until")
+    rows = _execute(
+        f"SELECT {column(Call, 'id')}, {held} IS NOT NULL FROM {table(Call)} WHERE {_open()} "
+        f"AND {column(Call, 'last_arrival_at')} <= %(cutoff)s "
+        f"AND ({held} IS NULL OR {held} <= %(now)s) "
+        f"ORDER BY {column(Call, 'last_arrival_at')} LIMIT %(limit)s{_lock_clause()}",
+        {"cutoff": cutoff, "now": now, "limit": limit},
+    )
+    return {call_id: bool(expired) for call_id, expired in rows}
+
+
+def calls_lock(ids: Sequence[int], cutoff: datetime | None, now: datetime) -> dict[int, bool]:
+    """Those of `ids` that are open (and due, with a `cutoff`), locked as by `calls_due`."""
+    held = column(Call, "held_until")
+    params: dict[str, Any] = {"now": now}
+    where = f"{column(Call, 'id')} {_in('ids', ids, params)} AND {_open()}"
+    if cutoff is not None:
+        params["cutoff"] = cutoff
+        where += (
+            f" AND {column(Call, 'last_arrival_at')} <= %(cutoff)s"
+            f" AND ({held} IS NULL OR {held} <= %(now)s)"
+        )
+    rows = _execute(
+        f"SELECT {column(Call, 'id')}, {held} IS NOT NULL FROM {table(Call)} WHERE {where} "
+        f"ORDER BY {column(Call, 'id')}{_lock_clause()}",
+        params,
+    )
+    return {call_id: bool(expired) for call_id, expired in rows}
+
+
+_LEG_COLUMNS = (
+    "id",
+    "origination_at",
+    "connect_at",
+    "disconnect_at",
+    "calling_party_number",
+    "original_called_party_number",
+    "final_called_party_number",
+    "orig_cause_value",
+    "dest_cause_value",
+    "orig_termination_on_behalf_of",
+    "dest_termination_on_behalf_of",
+    "join_on_behalf_of",
+    "orig_redirect_reason",
+    "last_redirect_reason",
+    "orig_redirect_on_behalf_of",
+    "last_redirect_on_behalf_of",
+)
+_TIMES = {"origination_at", "connect_at", "disconnect_at"}
+
+
+def legs_of(call_ids: Sequence[int]) -> dict[int, list[Leg]]:
+    """The legs of each call, as `cdr.facts` reads them."""
+    params: dict[str, Any] = {}
+    columns = [
+        _epoch(column(Cdr, name)) if name in _TIMES else column(Cdr, name) for name in _LEG_COLUMNS
+    ]
+    call = column(Cdr, "call_ref")
+    rows = _execute(
+        f"SELECT {call}, {', '.join(columns)} FROM {table(Cdr)} "
+        f"WHERE {call} {_in('calls', call_ids, params)}",
+        params,
+    )
+    legs: dict[int, list[Leg]] = {}
+    for call_id, *values in rows:
+        legs.setdefault(call_id, []).append(Leg(*values))
+    return legs
+
+
+def quality_of(call_ids: Sequence[int]) -> dict[int, list[Quality]]:
+    params: dict[str, Any] = {}
+    names = ("mos", "jitter", "packets_lost", "packets_received")
+    call = column(Cmr, "call_ref")
+    rows = _execute(
+        f"SELECT {call}, {', '.join(column(Cmr, n) for n in names)} FROM {table(Cmr)} "
+        f"WHERE {call} {_in('calls', call_ids, params)}",
+        params,
+    )
+    quality: dict[int, list[Quality]] = {}
+    for call_id, *values in rows:
+        quality.setdefault(call_id, []).append(Quality(*values))
+    return quality
+
+
+def calls_hold(ids: Sequence[int], until: datetime) -> None:
+    params: dict[str, Any] = {"until": until}
+    _execute(
+        f"UPDATE {table(Call)} SET {column(Call, 'held_until')} = %(until)s "
+        f"WHERE {column(Call, 'id')} {_in('ids', ids, params)}",
+        params,
+    )
+
+
+# Facts stored per call: (CallFacts attribute, Call field, PostgreSQL array type, is a time).
+_FACTS = (
+    ("started", "started_at", "bigint", True),
+    ("ended", "ended_at", "bigint", True),
+    ("legs", "legs", "integer", False),
+    ("cmr_count", "cmr_count", "integer", False),
+    ("answered", "answered", "boolean", False),
+    ("missed", "missed", "boolean", False),
+    ("voicemail", "voicemail", "boolean", False),
+    ("transferred", "transferred", "boolean", False),
+    ("forwarded", "forwarded", "boolean", False),
+    ("conference", "conference", "boolean", False),
+    ("duration", "duration", "integer", False),
+    ("ring_seconds", "ring_seconds", "integer", False),
+    ("caller", "caller", "text", False),
+    ("dialed", "dialed", "text", False),
+    ("answered_by", "answered_by", "text", False),
+    ("cause", "cause", "bigint", False),
+    ("mos_min", "mos_min", "double precision", False),
+    ("jitter_max", "jitter_max", "integer", False),
+    ("loss_pct", "loss_pct", "double precision", False),
+)
+
+
+def calls_facts_store(rows: Sequence[tuple[int, CallFacts | None]], now: datetime) -> None:
+    """Store each call's facts (None: settled without any) and mark it settled."""
+    name, pk = table(Call), column(Call, "id")
+    state = (
+        f"{column(Call, 'settled_at')} = %(now)s, {column(Call, 'held_until')} = NULL, "
+        f"{column(Call, 'settle_count')} = {column(Call, 'settle_count')} + 1"
+    )
+    bare = [call_id for call_id, facts in rows if facts is None]
+    if bare:
+        params: dict[str, Any] = {"now": now}
+        _execute(f"UPDATE {name} SET {state} WHERE {pk} {_in('bare', bare, params)}", params)
+    full = [(call_id, facts) for call_id, facts in rows if facts is not None]
+    # SQLite binds at most 32,766 parameters: 20 per call.
+    step = len(full) if _postgres() else 1000
+    for start in range(0, len(full), step or 1):
+        _facts_update(full[start : start + step], now, name, pk, state)
+
+
+def _facts_update(
+    full: Sequence[tuple[int, CallFacts]], now: datetime, name: str, pk: str, state: str
+) -> None:
+    params: dict[str, Any] = {"now": now}
+    if _postgres():
+        params["ids"] = [call_id for call_id, _ in full]
+        arrays = ["%(ids)s::bigint[]"]
+        for i, (attr, _, kind, _) in enumerate(_FACTS):
+            params[f"f{i}"] = [getattr(facts, attr) for _, facts in full]
+            arrays.append(f"%(f{i})s::{kind}[]")
+        aliases = ", ".join(["id", *(f"f{i}" for i in range(len(_FACTS)))])
+        source = f"unnest({', '.join(arrays)}) AS v({aliases})"
+        key = "v.id"
+        value = [f"v.f{i}" for i in range(len(_FACTS))]
+    else:
+        values = []
+        for j, (call_id, facts) in enumerate(full):
+            names = [f"r{j}_id"]
+            params[f"r{j}_id"] = call_id
+            for i, (attr, *_rest) in enumerate(_FACTS):
+                params[f"r{j}_{i}"] = getattr(facts, attr)
+                names.append(f"r{j}_{i}")
+            values.append("(" + ", ".join(f"%({n})s" for n in names) + ")")
+        source = f"(VALUES {', '.join(values)}) AS v"
+        key = "v.column1"
+        value = [f"v.column{i + 2}" for i in range(len(_FACTS))]
+    sets = ", ".join(
+        f"{column(Call, name)} = {_time(v) if is_time else v}"
+        for (_, name, _, is_time), v in zip(_FACTS, value, strict=True)
+    )
+    _execute(f"UPDATE {name} SET {state}, {sets} FROM {source} WHERE {name}.{pk} = {key}", params)
