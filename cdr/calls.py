@@ -219,15 +219,17 @@ def calls_settle(
     call_ids: Sequence[int] | None = None,
     force: bool = False,
     limit: int | None = None,
+    notify: bool = True,
 ) -> list[int]:
     """Settle the calls that are due (or `call_ids`, due or not with `force`): compute their
-    facts and tell the call listener, one transaction per `SETTLE_BATCH` calls; the calls
-    settled. Several sweeps may run at once: each call is settled by one of them."""
+    facts and tell the call listener (unless not `notify`), one transaction per
+    `SETTLE_BATCH` calls; the calls settled. Several sweeps may run at once: each call is
+    settled by one of them."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.CALL_SETTLE_SECONDS)
     settled: list[int] = []
     pending = sorted(set(call_ids)) if call_ids is not None else None
-    while True:
+    while pending is None or pending:
         size = SETTLE_BATCH if limit is None else min(SETTLE_BATCH, limit - len(settled))
         if size <= 0:
             break
@@ -241,13 +243,11 @@ def calls_settle(
                 if pending:
                     continue
                 break
-            done = _settle(due, now, force=force or call_ids is not None)
+            done = _settle(due, now, force=force)
             settled += done
-            listener = call_listener()
+            listener = call_listener() if notify else None
             if done and listener is not None:
                 listener.settled(done)
-        if pending is not None and not pending:
-            break
     return settled
 
 

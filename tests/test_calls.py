@@ -232,3 +232,23 @@ def test_two_sweeps_at_once_settle_each_call_once(files: Files) -> None:
     assert not set(first) & set(second)
     assert sorted(first + second) == sorted(Call.objects.values_list("id", flat=True))
     assert set(Call.objects.values_list("settle_count", flat=True)) == {1}
+
+
+def test_replay_settles_the_calls_it_touched_at_its_end(samples: Path) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("replay_cdr", str(samples), "--no-webhooks", stdout=out)
+    settled = Call.objects.filter(merged_into__isnull=True, settled_at__isnull=False, legs__gt=0)
+    assert f"Calls: {settled.count()} settled." in out.getvalue()
+    assert settled.count() == 24  # the samples' 24 CDRs are 24 single-leg calls
+    # CMRs whose CDRs are not among the samples settle without facts.
+    assert Call.objects.filter(legs=0, settled_at__isnull=False).count() == 6
+    assert not Call.objects.filter(merged_into__isnull=True, settled_at__isnull=True).exists()
+    assert not Cdr.objects.filter(call_ref__isnull=True).exists()
+    # Each call's legs share CUCM's global call id or a leg id with another leg of it.
+    for call in settled:
+        legs = list(call.cdr_set.all())
+        assert call.legs == len(legs)
