@@ -52,7 +52,7 @@ from cdr.parsing import (
     open_binary,
     parse_file_name,
 )
-from cdr.sql import INT, MOS, TIME, BatchInsert, synchronous_commit
+from cdr.sql import INT, MOS, TIME, BatchInsert, pg_array, synchronous_commit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -275,7 +275,7 @@ class _Writer:
             return data, params
         refs = self.assembler.assign(calls)
         if self.postgres:
-            params.update(ingest_call_lines=calls.lines, ingest_call_refs=refs)
+            params.update(ingest_call_lines=pg_array(calls.lines), ingest_call_refs=pg_array(refs))
             return data, params
         return [(*item, ref) for item, ref in zip(data, refs, strict=True)], params
 

@@ -9,7 +9,7 @@ from the models' metadata (`_meta.db_table`, `_meta.get_field(…).column`), quo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -249,17 +249,65 @@ def cdrs_read(ids: Sequence[int]) -> list[tuple[int, str, str, int, str]]:
 # The first key of the advisory locks that make one cluster's assembly take turns (the
 # second is the cluster's hash).
 _ASSEMBLY_LOCK = 0x43414C4C  # "CALL"
+# SQLite binds at most 32,766 parameters per statement.
+_SQLITE_PARAMS = 30_000
 
 
 def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _in(name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
-    """`IN (…)` for `values`, their parameters added to `params` under `name`."""
+def pg_array(values: Iterable[Any]) -> str:
+    """A PostgreSQL array literal of numbers, booleans, text or None: psycopg would adapt a
+    list item by item in Python, the slowest part of a statement over thousands of rows."""
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append("NULL")
+        elif value is True or value is False:
+            parts.append("t" if value else "f")
+        elif isinstance(value, int | float):
+            parts.append(repr(value))
+        else:
+            text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'"{text}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def _rows(
+    alias: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> tuple[str, dict[str, Any]]:
+    """A FROM item `alias` with the given (name, PostgreSQL type) columns holding `rows`,
+    and its named parameters: arrays through `unnest` on PostgreSQL, a VALUES list on SQLite
+    (at most `_SQLITE_PARAMS` values: callers send chunks)."""
+    names = [name for name, _ in columns]
     if _postgres():
-        params[name] = list(values)
-        return f"= ANY(%({name})s)"
+        params = {
+            f"{alias}_{name}": pg_array(row[i] for row in rows) for i, name in enumerate(names)
+        }
+        arrays = ", ".join(f"%({alias}_{name})s::{kind}[]" for name, kind in columns)
+        return f"unnest({arrays}) AS {alias}({', '.join(names)})", params
+    params, values = {}, []
+    for j, row in enumerate(rows):
+        keys = [f"{alias}_{j}_{i}" for i in range(len(names))]
+        params.update(zip(keys, row, strict=True))
+        values.append("(" + ", ".join(f"%({key})s" for key in keys) + ")")
+    renamed = ", ".join(f"column{i + 1} AS {name}" for i, name in enumerate(names))
+    return f"(SELECT {renamed} FROM (VALUES {', '.join(values)})) AS {alias}", params
+
+
+def _chunks(rows: Sequence[Any], width: int) -> Iterator[Sequence[Any]]:
+    """`rows` in pieces one statement can bind (all of them at once on PostgreSQL)."""
+    step = len(rows) if _postgres() else max(1, _SQLITE_PARAMS // width)
+    for start in range(0, len(rows), step or 1):
+        yield rows[start : start + step]
+
+
+def _in(name: str, values: Sequence[int], params: dict[str, Any]) -> str:
+    """`IN (…)` for the ids `values`, their parameters added to `params` under `name`."""
+    if _postgres():
+        params[name] = pg_array(values)
+        return f"= ANY(%({name})s::bigint[])"
     names = [f"{name}_{i}" for i in range(len(values))]
     params.update(zip(names, values, strict=True))
     return "IN (" + ", ".join(f"%({n})s" for n in names) + ")"
@@ -298,176 +346,123 @@ def clusters_lock(clusters: Sequence[str]) -> None:
 
 
 Key = tuple[str, int, int]  # (cluster, kind, number)
-
-_KEY_CHUNK = 5000
+_KEY_COLUMNS = (("cluster", "text"), ("kind", "smallint"), ("number", "bigint"))
 
 
 def keys_find(keys: Iterable[Key]) -> dict[Key, tuple[int, int]]:
     """The call and last-seen time of each of `keys` that names a call."""
-    wanted = sorted(keys)
     found: dict[Key, tuple[int, int]] = {}
-    name = table(CallKey)
-    cluster, kind, number = (column(CallKey, n) for n in ("cluster", "kind", "number"))
-    call, seen = column(CallKey, "call"), column(CallKey, "seen")
-    for start in range(0, len(wanted), _KEY_CHUNK):
-        chunk = wanted[start : start + _KEY_CHUNK]
-        params: dict[str, Any] = {}
-        if _postgres():
-            params = {
-                "clusters": [k[0] for k in chunk],
-                "kinds": [k[1] for k in chunk],
-                "numbers": [k[2] for k in chunk],
-            }
-            statement = (
-                f"SELECT k.{cluster}, k.{kind}, k.{number}, k.{call}, k.{seen} FROM {name} k "
-                "JOIN unnest(%(clusters)s::text[], %(kinds)s::smallint[], %(numbers)s::bigint[])"
-                f" AS b(cluster, kind, number) ON k.{cluster} = b.cluster AND k.{kind} = b.kind"
-                f" AND k.{number} = b.number"
-            )
-        else:
-            rows = []
-            for i, (c, k, n) in enumerate(chunk):
-                params.update({f"c{i}": c, f"k{i}": k, f"n{i}": n})
-                rows.append(f"(%(c{i})s, %(k{i})s, %(n{i})s)")
-            statement = (
-                f"SELECT {cluster}, {kind}, {number}, {call}, {seen} FROM {name} "
-                f"WHERE ({cluster}, {kind}, {number}) IN (VALUES {', '.join(rows)})"
-            )
-        for c, k, n, call_id, when in _execute(statement, params):
+    cluster, kind, number, call, seen = (
+        column(CallKey, n) for n in ("cluster", "kind", "number", "call", "seen")
+    )
+    for chunk in _chunks(sorted(keys), 3):
+        source, params = _rows("b", _KEY_COLUMNS, chunk)
+        rows = _execute(
+            f"SELECT k.{cluster}, k.{kind}, k.{number}, k.{call}, k.{seen} "
+            f"FROM {table(CallKey)} k JOIN {source} ON k.{cluster} = b.cluster "
+            f"AND k.{kind} = b.kind AND k.{number} = b.number",
+            params,
+        )
+        for c, k, n, call_id, when in rows:
             found[(c, k, n)] = (call_id, when)
     return found
 
 
 def keys_upsert(keys: dict[Key, tuple[int, int]]) -> None:
     """Point each key at its call (with the time it was last seen)."""
-    name = table(CallKey)
     names = [column(CallKey, n) for n in ("cluster", "kind", "number", "call", "seen")]
     cluster, kind, number, call, seen = names
-    update = (
-        f"ON CONFLICT ({cluster}, {kind}, {number}) DO UPDATE SET {call} = excluded.{call}, "
-        f"{seen} = excluded.{seen}"
-    )
-    items = sorted(keys.items())
-    for start in range(0, len(items), _KEY_CHUNK):
-        chunk = items[start : start + _KEY_CHUNK]
-        if _postgres():
-            params: dict[str, Any] = {
-                "clusters": [k[0] for k, _ in chunk],
-                "kinds": [k[1] for k, _ in chunk],
-                "numbers": [k[2] for k, _ in chunk],
-                "calls": [v[0] for _, v in chunk],
-                "seen": [v[1] for _, v in chunk],
-            }
-            source = (
-                "SELECT * FROM unnest(%(clusters)s::text[], %(kinds)s::smallint[], "
-                "%(numbers)s::bigint[], %(calls)s::bigint[], %(seen)s::bigint[])"
-            )
-        else:
-            params, rows = {}, []
-            for i, ((c, k, n), (call_id, when)) in enumerate(chunk):
-                params.update({f"c{i}": c, f"k{i}": k, f"n{i}": n, f"a{i}": call_id, f"s{i}": when})
-                rows.append(f"(%(c{i})s, %(k{i})s, %(n{i})s, %(a{i})s, %(s{i})s)")
-            # SQLite needs the WHERE to tell the SELECT's end from the ON CONFLICT clause.
-            source = f"SELECT * FROM (VALUES {', '.join(rows)}) WHERE true"
-        _execute(f"INSERT INTO {name} ({', '.join(names)}) {source} {update}", params)
+    columns = (*_KEY_COLUMNS, ("call", "bigint"), ("seen", "bigint"))
+    rows = [(*key, *value) for key, value in sorted(keys.items())]
+    for chunk in _chunks(rows, len(columns)):
+        source, params = _rows("v", columns, chunk)
+        # SQLite needs the WHERE to tell the SELECT's end from the ON CONFLICT clause.
+        _execute(
+            f"INSERT INTO {table(CallKey)} ({', '.join(names)}) SELECT * FROM {source} "
+            f"WHERE true ON CONFLICT ({cluster}, {kind}, {number}) DO UPDATE SET "
+            f"{call} = excluded.{call}, {seen} = excluded.{seen}",
+            params,
+        )
 
 
 def calls_create(rows: Sequence[tuple[str, int, int]], now: datetime) -> list[int]:
     """New calls for (cluster, callManagerId, callId) rows, in order; their ids."""
-    name = table(Call)
-    pk = column(Call, "id")
-    names = [
-        pk,
-        *(
-            column(Call, n)
-            for n in (
-                "cluster",
-                "call_manager_id",
-                "call_id",
-                "first_arrival_at",
-                "last_arrival_at",
-            )
-        ),
-    ]
-    params: dict[str, Any] = {"now": now, "n": len(rows)}
+    name, pk = table(Call), column(Call, "id")
+    fields = ("cluster", "call_manager_id", "call_id", "first_arrival_at", "last_arrival_at")
+    names = ", ".join([pk, *(column(Call, n) for n in fields)])
     if _postgres():
         # Ids drawn first, so that they pair with the rows whatever order INSERT takes.
         sequence = _execute(
             "SELECT pg_get_serial_sequence(%(table)s, %(column)s)",
             {"table": Call._meta.db_table, "column": Call._meta.pk.column},
         )[0][0]
-        params["sequence"] = sequence
         ids = [
             row[0]
             for row in _execute(
-                "SELECT nextval(%(sequence)s::regclass) FROM generate_series(1, %(n)s)", params
+                "SELECT nextval(%(sequence)s::regclass) FROM generate_series(1, %(n)s)",
+                {"sequence": sequence, "n": len(rows)},
             )
         ]
-        params.update(
-            ids=ids,
-            clusters=[r[0] for r in rows],
-            cms=[r[1] or None for r in rows],
-            calls=[r[2] or None for r in rows],
-        )
-        source = (
-            "SELECT v.*, %(now)s, %(now)s FROM unnest(%(ids)s::bigint[], %(clusters)s::text[], "
-            "%(cms)s::integer[], %(calls)s::bigint[]) AS v"
-        )
     else:
         # SQLite: the transaction holds the write lock from its start (IMMEDIATE).
         last = _execute(f"SELECT COALESCE(max({pk}), 0) FROM {name}", {})[0][0]
         ids = list(range(last + 1, last + 1 + len(rows)))
-        values = []
-        for i, (call_id, (cluster, cm, number)) in enumerate(zip(ids, rows, strict=True)):
-            params.update(
-                {f"i{i}": call_id, f"c{i}": cluster, f"m{i}": cm or None, f"n{i}": number or None}
-            )
-            values.append(f"(%(i{i})s, %(c{i})s, %(m{i})s, %(n{i})s, %(now)s, %(now)s)")
-        source = f"VALUES {', '.join(values)}"
-    _execute(f"INSERT INTO {name} ({', '.join(names)}) {source}", params)
+    columns = (("id", "bigint"), ("cluster", "text"), ("cm", "integer"), ("call", "bigint"))
+    values = [
+        (call_id, cluster, cm or None, number or None)
+        for call_id, (cluster, cm, number) in zip(ids, rows, strict=True)
+    ]
+    for chunk in _chunks(values, len(columns)):
+        source, params = _rows("v", columns, chunk)
+        params["now"] = now
+        _execute(
+            f"INSERT INTO {name} ({names}) SELECT v.id, v.cluster, v.cm, v.call, %(now)s, "
+            f"%(now)s FROM {source}",
+            params,
+        )
     return ids
 
 
 def calls_merge(pairs: Sequence[tuple[int, int]]) -> None:
     """Merge each (call, into) pair: its records and keys move to `into`, and it is marked
     merged (kept, so that what refers to it still resolves)."""
-    for other, target in pairs:
-        params = {"other": other, "target": target}
-        for model in (Cdr, Cmr):
-            ref = column(model, "call_ref")
+    columns = (("other", "bigint"), ("target", "bigint"))
+    for chunk in _chunks(pairs, 2):
+        for model, field in ((Cdr, "call_ref"), (Cmr, "call_ref"), (CallKey, "call")):
+            source, params = _rows("m", columns, chunk)
+            ref, name = column(model, field), table(model)
             _execute(
-                f"UPDATE {table(model)} SET {ref} = %(target)s WHERE {ref} = %(other)s",
+                f"UPDATE {name} SET {ref} = m.target FROM {source} WHERE {name}.{ref} = m.other",
                 params,
             )
-        ref = column(CallKey, "call")
+        source, params = _rows("m", columns, chunk)
+        name, pk = table(Call), column(Call, "id")
         _execute(
-            f"UPDATE {table(CallKey)} SET {ref} = %(target)s WHERE {ref} = %(other)s",
-            params,
-        )
-        _execute(
-            f"UPDATE {table(Call)} SET {column(Call, 'merged_into')} = %(target)s "
-            f"WHERE {column(Call, 'id')} = %(other)s",
+            f"UPDATE {name} SET {column(Call, 'merged_into')} = m.target FROM {source} "
+            f"WHERE {name}.{pk} = m.other",
             params,
         )
 
 
 def calls_arrived(ids: Sequence[int], now: datetime) -> None:
     """New records joined these calls: they are open until nothing more arrives."""
-    params: dict[str, Any] = {"now": now}
-    where = _in("ids", ids, params)
-    _execute(
-        f"UPDATE {table(Call)} SET {column(Call, 'last_arrival_at')} = %(now)s, "
-        f"{column(Call, 'settled_at')} = NULL, {column(Call, 'held_until')} = NULL "
-        f"WHERE {column(Call, 'id')} {where}",
-        params,
-    )
+    for chunk in _chunks(ids, 1):
+        params: dict[str, Any] = {"now": now}
+        where = _in("ids", chunk, params)
+        _execute(
+            f"UPDATE {table(Call)} SET {column(Call, 'last_arrival_at')} = %(now)s, "
+            f"{column(Call, 'settled_at')} = NULL, {column(Call, 'held_until')} = NULL "
+            f"WHERE {column(Call, 'id')} {where}",
+            params,
+        )
 
 
 def calls_delete(ids: Sequence[int]) -> None:
-    params: dict[str, Any] = {}
-    where = _in("ids", ids, params)
-    _execute(f"DELETE FROM {table(CallKey)} WHERE {column(CallKey, 'call')} {where}", params)
-    _execute(f"DELETE FROM {table(Call)} WHERE {column(Call, 'id')} {where}", params)
+    for chunk in _chunks(ids, 1):
+        params: dict[str, Any] = {}
+        where = _in("ids", chunk, params)
+        _execute(f"DELETE FROM {table(CallKey)} WHERE {column(CallKey, 'call')} {where}", params)
+        _execute(f"DELETE FROM {table(Call)} WHERE {column(Call, 'id')} {where}", params)
 
 
 # --- settling ------------------------------------------------------------------------------
@@ -577,28 +572,30 @@ def calls_hold(ids: Sequence[int], until: datetime) -> None:
     )
 
 
-# Facts stored per call: (CallFacts attribute, Call field, PostgreSQL array type, is a time).
+# Facts stored per call: (CallFacts attribute = Call field, PostgreSQL type); the two times
+# travel as epoch seconds.
 _FACTS = (
-    ("started", "started_at", "bigint", True),
-    ("ended", "ended_at", "bigint", True),
-    ("legs", "legs", "integer", False),
-    ("cmr_count", "cmr_count", "integer", False),
-    ("answered", "answered", "boolean", False),
-    ("missed", "missed", "boolean", False),
-    ("voicemail", "voicemail", "boolean", False),
-    ("transferred", "transferred", "boolean", False),
-    ("forwarded", "forwarded", "boolean", False),
-    ("conference", "conference", "boolean", False),
-    ("duration", "duration", "integer", False),
-    ("ring_seconds", "ring_seconds", "integer", False),
-    ("caller", "caller", "text", False),
-    ("dialed", "dialed", "text", False),
-    ("answered_by", "answered_by", "text", False),
-    ("cause", "cause", "bigint", False),
-    ("mos_min", "mos_min", "double precision", False),
-    ("jitter_max", "jitter_max", "integer", False),
-    ("loss_pct", "loss_pct", "double precision", False),
+    ("started", "bigint"),
+    ("ended", "bigint"),
+    ("legs", "integer"),
+    ("cmr_count", "integer"),
+    ("answered", "boolean"),
+    ("missed", "boolean"),
+    ("voicemail", "boolean"),
+    ("transferred", "boolean"),
+    ("forwarded", "boolean"),
+    ("conference", "boolean"),
+    ("duration", "integer"),
+    ("ring_seconds", "integer"),
+    ("caller", "text"),
+    ("dialed", "text"),
+    ("answered_by", "text"),
+    ("cause", "bigint"),
+    ("mos_min", "double precision"),
+    ("jitter_max", "integer"),
+    ("loss_pct", "double precision"),
 )
+_FACT_FIELDS = {"started": "started_at", "ended": "ended_at"}
 
 
 def calls_facts_store(rows: Sequence[tuple[int, CallFacts | None]], now: datetime) -> None:
@@ -609,44 +606,23 @@ def calls_facts_store(rows: Sequence[tuple[int, CallFacts | None]], now: datetim
         f"{column(Call, 'settle_count')} = {column(Call, 'settle_count')} + 1"
     )
     bare = [call_id for call_id, facts in rows if facts is None]
-    if bare:
+    for chunk in _chunks(bare, 1):
         params: dict[str, Any] = {"now": now}
-        _execute(f"UPDATE {name} SET {state} WHERE {pk} {_in('bare', bare, params)}", params)
-    full = [(call_id, facts) for call_id, facts in rows if facts is not None]
-    # SQLite binds at most 32,766 parameters: 20 per call.
-    step = len(full) if _postgres() else 1000
-    for start in range(0, len(full), step or 1):
-        _facts_update(full[start : start + step], now, name, pk, state)
-
-
-def _facts_update(
-    full: Sequence[tuple[int, CallFacts]], now: datetime, name: str, pk: str, state: str
-) -> None:
-    params: dict[str, Any] = {"now": now}
-    if _postgres():
-        params["ids"] = [call_id for call_id, _ in full]
-        arrays = ["%(ids)s::bigint[]"]
-        for i, (attr, _, kind, _) in enumerate(_FACTS):
-            params[f"f{i}"] = [getattr(facts, attr) for _, facts in full]
-            arrays.append(f"%(f{i})s::{kind}[]")
-        aliases = ", ".join(["id", *(f"f{i}" for i in range(len(_FACTS)))])
-        source = f"unnest({', '.join(arrays)}) AS v({aliases})"
-        key = "v.id"
-        value = [f"v.f{i}" for i in range(len(_FACTS))]
-    else:
-        values = []
-        for j, (call_id, facts) in enumerate(full):
-            names = [f"r{j}_id"]
-            params[f"r{j}_id"] = call_id
-            for i, (attr, *_rest) in enumerate(_FACTS):
-                params[f"r{j}_{i}"] = getattr(facts, attr)
-                names.append(f"r{j}_{i}")
-            values.append("(" + ", ".join(f"%({n})s" for n in names) + ")")
-        source = f"(VALUES {', '.join(values)}) AS v"
-        key = "v.column1"
-        value = [f"v.column{i + 2}" for i in range(len(_FACTS))]
+        _execute(f"UPDATE {name} SET {state} WHERE {pk} {_in('bare', chunk, params)}", params)
+    full = [
+        (call_id, *(getattr(facts, attr) for attr, _ in _FACTS))
+        for call_id, facts in rows
+        if facts is not None
+    ]
+    columns = (("id", "bigint"), *_FACTS)
     sets = ", ".join(
-        f"{column(Call, name)} = {_time(v) if is_time else v}"
-        for (_, name, _, is_time), v in zip(_FACTS, value, strict=True)
+        f"{column(Call, _FACT_FIELDS.get(attr, attr))} = "
+        + (_time(f"v.{attr}") if attr in _FACT_FIELDS else f"v.{attr}")
+        for attr, _ in _FACTS
     )
-    _execute(f"UPDATE {name} SET {state}, {sets} FROM {source} WHERE {name}.{pk} = {key}", params)
+    for chunk in _chunks(full, len(columns)):
+        source, params = _rows("v", columns, chunk)
+        params["now"] = now
+        _execute(
+            f"UPDATE {name} SET {state}, {sets} FROM {source} WHERE {name}.{pk} = v.id", params
+        )
