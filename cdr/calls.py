@@ -85,19 +85,36 @@ class CallAssembler:
         self._default_cluster = default_cluster
         self._cm_at = index.get("globalCallID_callManagerId")
         self._call_at = index.get("globalCallID_callId")
+        self._leg_at: list[int] = []
+        self._codes_at: list[int] = []
         if layout.kind == "cdr":
-            names = ("origLegCallIdentifier", "destLegIdentifier")
             self._time_at = index.get("dateTimeOrigination")
+            legs = ("origLegCallIdentifier", "destLegIdentifier")
+            self._leg_at = [index[name] for name in legs if name in index]
+            codes = (
+                "origCallTerminationOnBehalfOf",
+                "destCallTerminationOnBehalfOf",
+                "joinOnBehalfOf",
+            )
+            self._codes_at = [index[name] for name in codes if name in index]
         else:
-            names = ("callIdentifier",)
+            # A CMR carries its leg's global call id: that key is enough.
             self._time_at = index.get("dateTimeStamp")
-        self._leg_at = [index[name] for name in names if name in index]
+        self._created: set[int] = set()
         self.touched: set[int] = set()  # every call a new record of this file joined
 
     def prepare(self, rows: Sequence[Row]) -> CallRows:
+        """The rows' keys. A leg id is a key only for a leg a feature ended or joined (a
+        termination OnBehalfOf other than 0 and 12 "device", or a joinOnBehalfOf): the legs
+        CUCM reuses across global call ids are those of transfers and conferences
+        ("Transferred Calls", "Conference Calls"); every other leg is found by its global
+        call id, and the key table stays about one row per call."""
         out = CallRows()
         cluster_at, default = self._cluster_at, self._default_cluster
-        cm_at, call_at, time_at, leg_at = self._cm_at, self._call_at, self._time_at, self._leg_at
+        cm_at, call_at, time_at = self._cm_at, self._call_at, self._time_at
+        leg_at, codes_at = self._leg_at, self._codes_at
+        plain = ("", "0", "12")
+        no_legs: tuple[int, ...] = ()
         for row in rows:
             values = row.values
             out.lines.append(row.line)
@@ -108,7 +125,10 @@ class CallAssembler:
                     _int(values[call_at]) if call_at is not None else 0,
                 )
             )
-            out.legs.append(tuple(leg for at in leg_at if (leg := _int(values[at]))))
+            featured = any(values[at] not in plain for at in codes_at)
+            out.legs.append(
+                tuple(leg for at in leg_at if (leg := _int(values[at]))) if featured else no_legs
+            )
             out.times.append(_int(values[time_at]) if time_at is not None else 0)
         return out
 
@@ -201,9 +221,11 @@ class CallAssembler:
         them again if they had settled); calls made for rows that were all duplicates go."""
         arrived = set(call_ids)
         arrived.discard(None)  # type: ignore[arg-type]
-        if arrived:
-            calls_sql.calls_arrived(sorted(arrived), timezone.now())
-            self.touched |= arrived
+        # A call made for this batch was stamped when it was made.
+        earlier = arrived - self._created
+        if earlier:
+            calls_sql.calls_arrived(sorted(earlier), timezone.now())
+        self.touched |= arrived
         unused = self._created - arrived
         if unused:
             calls_sql.calls_delete(sorted(unused))

@@ -274,6 +274,15 @@ def pg_array(values: Iterable[Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+_INTEGER_TYPES = {"smallint", "integer", "bigint"}
+
+
+def _pg_column(kind: str, values: list[Any]) -> str:
+    if kind in _INTEGER_TYPES and None not in values:
+        return "{" + ",".join(map(str, values)) + "}"  # the common case, at C speed
+    return pg_array(values)
+
+
 def _rows(
     alias: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
 ) -> tuple[str, dict[str, Any]]:
@@ -306,7 +315,7 @@ def _chunks(rows: Sequence[Any], width: int) -> Iterator[Sequence[Any]]:
 def _in(name: str, values: Sequence[int], params: dict[str, Any]) -> str:
     """`IN (…)` for the ids `values`, their parameters added to `params` under `name`."""
     if _postgres():
-        params[name] = pg_array(values)
+        params[name] = _pg_column("bigint", list(values))
         return f"= ANY(%({name})s::bigint[])"
     names = [f"{name}_{i}" for i in range(len(values))]
     params.update(zip(names, values, strict=True))
@@ -346,7 +355,16 @@ def clusters_lock(clusters: Sequence[str]) -> None:
 
 
 Key = tuple[str, int, int]  # (cluster, kind, number)
-_KEY_COLUMNS = (("cluster", "text"), ("kind", "smallint"), ("number", "bigint"))
+_KEY_COLUMNS = (("kind", "smallint"), ("number", "bigint"))
+
+
+def _by_cluster(keys: Iterable[Key]) -> dict[str, list[Key]]:
+    """Keys grouped by cluster: one statement per cluster (a batch has one, mostly), with
+    the cluster a single parameter and the rest integer arrays."""
+    grouped: dict[str, list[Key]] = {}
+    for key in sorted(keys):
+        grouped.setdefault(key[0], []).append(key)
+    return grouped
 
 
 def keys_find(keys: Iterable[Key]) -> dict[Key, tuple[int, int]]:
@@ -355,16 +373,18 @@ def keys_find(keys: Iterable[Key]) -> dict[Key, tuple[int, int]]:
     cluster, kind, number, call, seen = (
         column(CallKey, n) for n in ("cluster", "kind", "number", "call", "seen")
     )
-    for chunk in _chunks(sorted(keys), 3):
-        source, params = _rows("b", _KEY_COLUMNS, chunk)
-        rows = _execute(
-            f"SELECT k.{cluster}, k.{kind}, k.{number}, k.{call}, k.{seen} "
-            f"FROM {table(CallKey)} k JOIN {source} ON k.{cluster} = b.cluster "
-            f"AND k.{kind} = b.kind AND k.{number} = b.number",
-            params,
-        )
-        for c, k, n, call_id, when in rows:
-            found[(c, k, n)] = (call_id, when)
+    for name, group in _by_cluster(keys).items():
+        for chunk in _chunks(group, 2):
+            source, params = _rows("b", _KEY_COLUMNS, [key[1:] for key in chunk])
+            params["cluster"] = name
+            rows = _execute(
+                f"SELECT k.{kind}, k.{number}, k.{call}, k.{seen} FROM {table(CallKey)} k "
+                f"JOIN {source} ON k.{cluster} = %(cluster)s AND k.{kind} = b.kind "
+                f"AND k.{number} = b.number",
+                params,
+            )
+            for k, n, call_id, when in rows:
+                found[(name, k, n)] = (call_id, when)
     return found
 
 
@@ -373,16 +393,19 @@ def keys_upsert(keys: dict[Key, tuple[int, int]]) -> None:
     names = [column(CallKey, n) for n in ("cluster", "kind", "number", "call", "seen")]
     cluster, kind, number, call, seen = names
     columns = (*_KEY_COLUMNS, ("call", "bigint"), ("seen", "bigint"))
-    rows = [(*key, *value) for key, value in sorted(keys.items())]
-    for chunk in _chunks(rows, len(columns)):
-        source, params = _rows("v", columns, chunk)
-        # SQLite needs the WHERE to tell the SELECT's end from the ON CONFLICT clause.
-        _execute(
-            f"INSERT INTO {table(CallKey)} ({', '.join(names)}) SELECT * FROM {source} "
-            f"WHERE true ON CONFLICT ({cluster}, {kind}, {number}) DO UPDATE SET "
-            f"{call} = excluded.{call}, {seen} = excluded.{seen}",
-            params,
-        )
+    for name, group in _by_cluster(keys).items():
+        rows = [(*key[1:], *keys[key]) for key in group]
+        for chunk in _chunks(rows, len(columns)):
+            source, params = _rows("v", columns, chunk)
+            params["cluster"] = name
+            # SQLite needs the WHERE to tell the SELECT's end from the ON CONFLICT clause.
+            _execute(
+                f"INSERT INTO {table(CallKey)} ({', '.join(names)}) SELECT %(cluster)s, v.kind, "
+                f"v.number, v.call, v.seen FROM {source} WHERE true ON CONFLICT ({cluster}, "
+                f"{kind}, {number}) DO UPDATE SET {call} = excluded.{call}, "
+                f"{seen} = excluded.{seen}",
+                params,
+            )
 
 
 def calls_create(rows: Sequence[tuple[str, int, int]], now: datetime) -> list[int]:
