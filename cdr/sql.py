@@ -278,8 +278,15 @@ _INTEGER_TYPES = {"smallint", "integer", "bigint"}
 
 
 def _pg_column(kind: str, values: list[Any]) -> str:
-    if kind in _INTEGER_TYPES and None not in values:
-        return "{" + ",".join(map(str, values)) + "}"  # the common case, at C speed
+    """`pg_array` for a column of one known type, without its per-value type checks."""
+    if kind in _INTEGER_TYPES:
+        if None not in values:
+            return "{" + ",".join(map(str, values)) + "}"  # the common case, at C speed
+        return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
+    if kind == "boolean":
+        return "{" + ",".join(["t" if v else "f" for v in values]) + "}"
+    if kind == "double precision":
+        return "{" + ",".join(["NULL" if v is None else repr(v) for v in values]) + "}"
     return pg_array(values)
 
 
