@@ -256,3 +256,13 @@ def test_replay_settles_the_calls_it_touched_at_its_end(samples: Path) -> None:
     for call in settled:
         legs = list(call.cdr_set.all())
         assert call.legs == len(legs)
+
+
+def test_numbers_with_quotes_commas_and_backslashes_survive_settling(files: Files) -> None:
+    row = dict(one_call("answered", seed=13).records[0].cdr)
+    odd = 'a"b,c\\d{e} NULL'
+    row.update(callingPartyNumber=odd, originalCalledPartyNumber="NULL")
+    files.ingest("cdr", [row])
+    settle_all()
+    (call,) = live_calls()
+    assert (call.caller, call.dialed) == (odd, "NULL")
