@@ -343,8 +343,9 @@ def causes(row: dict[str, object]) -> tuple[object, object]:
 
 
 def test_a_seed_gives_the_same_bytes_as_before_the_new_scenarios(tmp_path: Path) -> None:
-    # Digest of generate(records=300, cmr=True, seed=1) made before blind transfers, hunt
-    # pilots, iDivert, nodes and mos existed: benchmarks and stored expectations rely on it.
+    # Digest of generate(records=300, cmr=True, seed=1) made with the generator before blind
+    # transfers, hunt pilots, iDivert, nodes and mos existed: README's benchmark figures were
+    # measured on seeded files, and a new scenario must not silently change them.
     expected = {
         "cdr_StandAloneCluster_01_202501060800_1": (
             "5a01e877e58176ea9cc5bc518a3ab33ac40117ddd7c1a2dcba2c1590d016c187"
