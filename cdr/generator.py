@@ -1224,8 +1224,8 @@ def one_call(
     """One call of `scenario` (one of `SCENARIOS`) starting at `start`, as rows.
 
     For tests that write exactly the files they want: pass `call.records[i].cdr` and
-    `.cmrs` to `write_file`, in any split and order. The call is drawn from `seed` as
-    `iter_calls` would draw a first call; `cmr`, `mos`, `node` and `nodes` mean the same.
+    `.cmrs` to `write_file`, in any split and order. The same arguments give the same
+    rows; `cmr`, `mos`, `node` and `nodes` mean what they mean for `iter_calls`.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
