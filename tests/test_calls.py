@@ -266,3 +266,66 @@ def test_numbers_with_quotes_commas_and_backslashes_survive_settling(files: File
     settle_all()
     (call,) = live_calls()
     assert (call.caller, call.dialed) == (odd, "NULL")
+
+
+# Scenarios of Cisco's "CDR Examples", built by the generator (cdr.generator.one_call).
+
+
+def settled_call(files: Files, scenario: str, **kw: Any) -> Call:
+    call = generator.one_call(scenario, **kw)
+    for record in call.records:
+        files.ingest("cdr", [record.cdr])  # one file per leg, as from several nodes
+    settle_all()
+    (found,) = live_calls()
+    return found
+
+
+def test_a_blind_transfer_is_one_transferred_call(files: Files) -> None:
+    call = settled_call(files, "blind_transfer", seed=2)
+    assert (call.transferred, call.answered, call.missed, call.legs) == (True, True, False, 3)
+
+
+def test_a_hunt_pilot_nobody_answered_is_a_missed_call(files: Files) -> None:
+    call = settled_call(files, "hunt_no_answer", seed=2)
+    assert (call.missed, call.answered, call.legs, call.dialed) == (True, False, 1, "8100")
+
+
+def test_a_hunt_pilot_a_member_answered_is_answered_by_the_member(files: Files) -> None:
+    call = settled_call(files, "hunt_answered", seed=2)
+    assert call.answered and not call.missed and call.answered_by not in ("", "8100")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_immediate_divert_to_voicemail_is_missed_voicemail(
+    files: Files, settings: Any, seed: int
+) -> None:
+    settings.VOICEMAIL_NUMBERS = frozenset({"8000"})
+    call = settled_call(files, "immediate_divert", seed=seed)
+    assert call.voicemail and call.forwarded
+    # Diverted while ringing nobody answered; diverted while connected somebody had.
+    assert call.missed == (call.legs == 1)
+
+
+def test_a_transfer_over_two_nodes_files_delivered_out_of_order_is_one_call(
+    files: Files,
+) -> None:
+    call = generator.one_call("transferred", seed=3, nodes=2, mos=2.9)
+    by_node: dict[int, list[dict[str, object]]] = {}
+    cmrs: list[dict[str, object]] = []
+    for record in call.records:
+        node = int(record.cdr["globalCallID_callManagerId"])
+        by_node.setdefault(node, []).append(record.cdr)
+        cmrs += record.cmrs
+    assert sorted(by_node) == [1, 2]
+    for node in (2, 1):  # node 2's file first
+        files.ingest("cdr", by_node[node], node=node)
+    files.ingest("cmr", cmrs)
+    (found,) = live_calls()
+    assert settle_all() == [found.pk]
+    found.refresh_from_db()
+    assert (found.legs, found.transferred, found.mos_min, found.cmr_count) == (
+        3,
+        True,
+        2.9,
+        len(cmrs),
+    )
