@@ -131,7 +131,7 @@ def held_webhooks(now: datetime) -> QuerySet[Delivery]:
 
 
 def initial_state(now: datetime, *, skipped: bool) -> dict[str, Any]:
-    """Every column of a new event delivery but its webhook, record and event id: pending
+    """Every column of a new event delivery but its webhook, record (or call) and event id: pending
     and due now, already counted as enqueued (the trigger enqueues it when the batch
     commits); or, without a licence, skipped and finished."""
     if skipped:
@@ -212,10 +212,12 @@ _CLAIM_SQL = """
     UPDATE webhooks_delivery
        SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
      WHERE {ids} AND status = %s AND next_attempt_at <= %s{held}
- RETURNING id, webhook_id, cdr_id, kind, event_id, body, attempt_count, schedule_start
+ RETURNING id, webhook_id, cdr_id, call_id, kind, event_id, body, attempt_count,
+           schedule_start
 """
 _CLAIMED_FIELDS = (
-    "id", "webhook_id", "cdr_id", "kind", "event_id", "body", "attempt_count", "schedule_start",
+    "id", "webhook_id", "cdr_id", "call_id", "kind", "event_id", "body", "attempt_count",
+    "schedule_start",
 )  # fmt: skip
 
 
