@@ -46,6 +46,18 @@ class CallFieldSpec:
     description: str
 
     @property
+    def type(self) -> str:
+        """The type as the field catalogue names it, beside the CDR fields' CUCM types."""
+        return {"boolean": "BOOLEAN", "integer": "INTEGER", "decimal": "DECIMAL"}.get(
+            self.kind, "TEXT"
+        )
+
+    @property
+    def comparison(self) -> str:
+        """How conditions compare it: boolean, number or text (a CDR field's `field_kind`)."""
+        return "number" if self.kind in ("integer", "decimal") else self.kind
+
+    @property
     def operators(self) -> tuple[str, ...]:
         if self.kind == "boolean":
             return BOOLEAN_OPERATORS
