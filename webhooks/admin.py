@@ -120,6 +120,14 @@ class WebhookForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False),
         help_text="whsec_… (never shown again); leave empty to keep the current one",
     )
+    # Not required: a form posted without it (an older page, a script) keeps the stored
+    # scope, record for a new webhook.
+    scope = forms.ChoiceField(
+        choices=Webhook.Scope.choices,
+        required=False,
+        initial=Webhook.Scope.RECORD,
+        help_text=Webhook._meta.get_field("scope").help_text,
+    )
     generate_secret = forms.BooleanField(required=False, help_text="generate a new secret")
     remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
 
@@ -186,7 +194,7 @@ class WebhookForm(forms.ModelForm):
             "name": data.get("name"),
             "url": data.get("url"),
             "enabled": bool(data.get("enabled")),
-            "scope": data.get("scope"),
+            "scope": data.get("scope") or None,
             "meta": data.get("meta"),
             "conditions": None if conditions is None else [
                 {key: row.cleaned_data.get(key) for key in ("field", "operator", "value")}
