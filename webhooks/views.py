@@ -387,7 +387,17 @@ class CataloguePagination(PageNumberPagination):
                 "CDR field; record (default): the CDR fields",
             )
         ],
-        responses={200: CdrFieldSerializer, **READ_ERRORS},
+        responses={
+            200: CdrFieldSerializer,
+            400: OpenApiResponse(
+                inline_serializer(
+                    "CdrFieldErrors",
+                    {"scope": serializers.ListField(child=serializers.CharField())},
+                ),
+                description="Unknown scope",
+            ),
+            **READ_ERRORS,
+        },
     )
 )
 class CdrFieldViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
