@@ -163,7 +163,8 @@ class Delivery(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
     # Unique without an index: the trigger builds it from the delivery's own id (`msg_`, the
     # id in 16 hex digits, 16 random ones: a reinstalled appliance whose ids start again
-    # still sends new webhook-ids), others are `msg_` + a random UUID.
+    # still sends new webhook-ids), others (test sends, call deliveries, SQLite) are `msg_` +
+    # a random UUID.
     event_id = models.CharField(max_length=64, help_text="the webhook-id header (unique)")
     body = models.TextField(
         blank=True,
