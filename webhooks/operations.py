@@ -41,6 +41,7 @@ REDELIVERABLE = (
 
 @dataclass
 class DryRunResult:
+    scope: str = Webhook.Scope.RECORD  # what `sample` holds: CDRs, or calls
     evaluated: int = 0
     matched: int = 0
     sample: list[dict[str, object]] = field(default_factory=list)
@@ -104,7 +105,7 @@ def calls_dry_run(
         calls = calls.filter(started_at__lt=until)
     rows = list(calls.values(*CALL_SAMPLE_COLUMNS)[: min(limit, DRY_RUN_MAX_LIMIT)])
     compiled = CallRules(rules)
-    result = DryRunResult()
+    result = DryRunResult(scope=Webhook.Scope.CALL)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         batch = calls_load([row["id"] for row in chunk], with_legs=bool(compiled.plain))

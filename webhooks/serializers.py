@@ -8,7 +8,7 @@ and a secret is only `has_secret`.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from cdr.fields import FieldSpec
@@ -18,7 +18,12 @@ from webhooks.call_matching import CallFieldSpec
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
-from webhooks.operations import DRY_RUN_DEFAULT_LIMIT, DRY_RUN_MAX_LIMIT, REDELIVERABLE
+from webhooks.operations import (
+    DRY_RUN_DEFAULT_LIMIT,
+    DRY_RUN_MAX_LIMIT,
+    REDELIVERABLE,
+    DryRunResult,
+)
 from webhooks.payload import delivery_body_preview
 from webhooks.redaction import text_redacted, url_redacted
 
@@ -398,12 +403,6 @@ class DryRunSampleSerializer(serializers.Serializer):
     final_called_party_number = serializers.CharField(allow_blank=True)
 
 
-class DryRunResultSerializer(serializers.Serializer):
-    evaluated = serializers.IntegerField(help_text="Records evaluated")
-    matched = serializers.IntegerField(help_text="Records the conditions match")
-    sample = DryRunSampleSerializer(many=True, help_text="The first 10 matches, newest first")
-
-
 class CallDryRunSampleSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     cluster = serializers.CharField()
@@ -415,10 +414,26 @@ class CallDryRunSampleSerializer(serializers.Serializer):
     duration = serializers.IntegerField()
 
 
-class CallDryRunResultSerializer(serializers.Serializer):
-    evaluated = serializers.IntegerField(help_text="Settled calls evaluated")
-    matched = serializers.IntegerField(help_text="Calls the conditions match")
-    sample = CallDryRunSampleSerializer(many=True, help_text="The first 10 matches, newest first")
+class DryRunResultSerializer(serializers.Serializer):
+    evaluated = serializers.IntegerField(help_text="Records (call scope: settled calls) evaluated")
+    matched = serializers.IntegerField(help_text="Records (calls) the conditions match")
+    sample = serializers.SerializerMethodField(
+        help_text="The first 10 matches, newest first: CDRs, or calls in call scope"
+    )
+
+    @extend_schema_field(
+        serializers.ListField(
+            child=PolymorphicProxySerializer(
+                component_name="DryRunSampleItem",
+                serializers=[DryRunSampleSerializer, CallDryRunSampleSerializer],
+                resource_type_field_name=None,
+            )
+        )
+    )
+    def get_sample(self, result: DryRunResult) -> list[dict[str, object]]:
+        if result.scope == Webhook.Scope.CALL:
+            return CallDryRunSampleSerializer(result.sample, many=True).data
+        return DryRunSampleSerializer(result.sample, many=True).data
 
 
 class DryRunErrorsSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ lists one entry per item (`{}` for the good ones), so an editor can point at the
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -228,6 +229,9 @@ def webhook_validate(
 
     if not isinstance(meta, dict):
         errors["meta"] = ['meta is a JSON object, e.g. {} or {"event": "missed call"}']
+    elif "\\u0000" in json.dumps(meta):
+        # PostgreSQL's jsonb cannot hold a NUL character: refused here, not a failed save.
+        errors["meta"] = ["meta must not contain NUL characters (\\u0000)"]
 
     stored_scope = webhook.scope if webhook is not None else Webhook.Scope.RECORD
     if scope is None:

@@ -15,7 +15,6 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
-    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_view,
     inline_serializer,
@@ -47,7 +46,6 @@ from webhooks.serializers import (
     AttemptSerializer,
     BulkRedeliverResultSerializer,
     BulkRedeliverSerializer,
-    CallDryRunResultSerializer,
     CdrFieldSerializer,
     DeliveryDetailSerializer,
     DeliverySerializer,
@@ -237,14 +235,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
         "fire when they settle. Nothing is stored or sent; no license needed.",
         request=DryRunSerializer,
         responses={
-            200: OpenApiResponse(
-                PolymorphicProxySerializer(
-                    component_name="DryRunOutcome",
-                    serializers=[DryRunResultSerializer, CallDryRunResultSerializer],
-                    resource_type_field_name=None,
-                ),
-                description="Record scope: sample CDRs; call scope: sample calls",
-            ),
+            200: DryRunResultSerializer,
             400: OpenApiResponse(DryRunErrorsSerializer, description="Invalid conditions"),
             401: UNAUTHENTICATED,
             403: FORBIDDEN,
@@ -271,10 +262,8 @@ class WebhookViewSet(viewsets.ModelViewSet):
             if any(errors):
                 raise ValidationError({"conditions": errors})
         since, until, limit = given.get("since"), given.get("until"), given["limit"]
-        if scope == Webhook.Scope.CALL:
-            result = calls_dry_run(rules=rules, since=since, until=until, limit=limit)
-            return Response(CallDryRunResultSerializer(result).data)
-        result = cdrs_dry_run(rules=rules, since=since, until=until, limit=limit)
+        run = calls_dry_run if scope == Webhook.Scope.CALL else cdrs_dry_run
+        result = run(rules=rules, since=since, until=until, limit=limit)
         return Response(DryRunResultSerializer(result).data)
 
     @extend_schema(
