@@ -12,7 +12,7 @@ import base64
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,12 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
+from cdr import generator
+from cdr.calls import calls_settle
 from cdr.contracts import call_listener
 from cdr.fields import CMR_FIELDS, header
 from cdr.models import Call, Cdr, Cmr
+from cdr.services import cdr_file_ingest
 from licensing.selectors import license_cache_clear
 from tests.test_dropfolder import wait_for
 from tests.test_webhooks import (  # noqa: F401  (local: a fixture)
@@ -593,3 +596,85 @@ def test_a_settled_call_reaches_the_receiver_through_the_worker(
     assert body["call"]["legs"] == 3 and len(body["cdrs"]) == 3
     webhook.refresh_from_db()
     assert (webhook.hit_count, webhook.delivered_count) == (1, 1)
+
+
+# --- through the real path: ingest assembles the call, the settle sweep fires ---------------
+
+SETTLED = timedelta(seconds=121)  # past the default CALL_SETTLE_SECONDS
+
+
+def generated_call(scenario: str, *, seed: int = 1, cmr: bool = False) -> generator.Call:
+    rows = {"answered": 1, "missed": 1, "voicemail": 1, "transferred": 3}
+    calls = list(
+        generator.iter_calls(records=rows[scenario], mix={scenario: 1}, seed=seed, cmr=cmr)
+    )
+    assert len(calls) == 1 and calls[0].scenario == scenario
+    return calls[0]
+
+
+def ingest_rows(tmp_path: Path, kind: str, rows: list[dict[str, object]], node: int = 1) -> None:
+    path = tmp_path / f"{kind}_StandAloneCluster_{node:02d}_202501060800_{next(_seq)}"
+    generator.write_file(path, kind, rows)
+    cdr_file_ingest(path=path, source="replay")
+
+
+def settle_due() -> list[int]:
+    return calls_settle(now=timezone.now() + SETTLED)
+
+
+@pytest.mark.django_db
+def test_a_consult_transfer_in_two_files_fires_once_with_its_three_legs(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    webhook = call_hook(httpserver.url_for("/hook"), [("call.transferred", "eq", True)])
+    original, consult, final = (r.cdr for r in generated_call("transferred").records)
+    ingest_rows(tmp_path, "cdr", [final], node=2)
+    ingest_rows(tmp_path, "cdr", [consult, original], node=1)
+    assert not Delivery.objects.exists()
+    (call_id,) = settle_due()
+    delivery = Delivery.objects.get()
+    assert delivery.call_id == call_id
+    deliveries_attempt(ids=[delivery.pk])
+    body = json.loads(httpserver.log[0][0].get_data())
+    assert body["call"]["legs"] == 3 and body["call"]["transferred"] is True
+    assert sorted(c["pkid"] for c in body["cdrs"]) == sorted(
+        str(r["pkid"]) for r in (original, consult, final)
+    )
+    # CUCM resends the files, and the sweep runs again: nothing more.
+    ingest_rows(tmp_path, "cdr", [original, consult, final], node=1)
+    settle_due()
+    webhook.refresh_from_db()
+    assert Delivery.objects.count() == 1 and webhook.hit_count == 1
+
+
+@pytest.mark.django_db
+def test_a_missed_call_to_voicemail_fires_call_missed(
+    tmp_path: Path, httpserver: HTTPServer, settings: Any
+) -> None:
+    settings.VOICEMAIL_NUMBERS = frozenset({"8000"})
+    missed = call_hook(httpserver.url_for("/hook"), [("call.missed", "eq", True)], name="m")
+    answered = call_hook(httpserver.url_for("/hook"), [("call.answered", "eq", True)], name="a")
+    ingest_rows(tmp_path, "cdr", [generated_call("voicemail", seed=4).records[0].cdr])
+    (call_id,) = settle_due()
+    assert Delivery.objects.get().webhook_id == missed.pk
+    assert not Delivery.objects.filter(webhook=answered).exists()
+    assert Call.objects.get(pk=call_id).voicemail
+
+
+@pytest.mark.django_db
+def test_poor_mos_fires_once_its_cmr_file_arrived(tmp_path: Path, httpserver: HTTPServer) -> None:
+    call_hook(httpserver.url_for("/hook"), [("call.mosMin", "lt", 3.5)])
+    record = generated_call("answered", seed=5, cmr=True).records[0]
+    ingest_rows(tmp_path, "cdr", [record.cdr])
+    settle_due()
+    assert not Delivery.objects.exists()  # no CMR yet: no MOS, the condition is false
+    cmrs = [dict(row) for row in record.cmrs]
+    cmrs[0]["varVQMetrics"] = "MLQK=4.1000;MLQKav=3.9500;MLQKmn=2.9000;MLQKmx=4.5;MLQKvr=0.95"
+    ingest_rows(tmp_path, "cmr", cmrs)
+    (call_id,) = settle_due()
+    delivery = Delivery.objects.get()
+    assert delivery.call_id == call_id
+    deliveries_attempt(ids=[delivery.pk])
+    body = json.loads(httpserver.log[0][0].get_data())
+    assert body["call"]["mosMin"] == 2.9 and len(body["cmrs"]) == len(cmrs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,19 +28,18 @@ from django.db.models import F
 from django.utils import timezone
 
 from licensing.gating import webhooks_license_problem
+from webhooks import sql
 from webhooks.call_matching import FACT_COLUMNS, CallRules, Leg, LegRules
 from webhooks.delivery import new_event_id
 from webhooks.lifecycle import deliveries_enqueue, initial_state
-from webhooks.models import Delivery, Webhook
-from webhooks.trigger import enabled_webhooks, webhook_rules, webhooks_lock
+from webhooks.models import Webhook
+from webhooks.trigger import enabled_webhooks, webhook_rules
 
 log = logging.getLogger(__name__)
 
 # Calls evaluated per round of queries: bounds the IN lists (SQLite's parameter limit) and
 # the legs held in memory at once.
 CHUNK = 500
-# Deliveries per INSERT: 16 parameters each, well under SQLite's limit of 32766.
-INSERT_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +123,21 @@ def _fire(pairs: list[tuple[int, int]]) -> None:
     if connection.vendor == "postgresql":
         # As the record trigger: the webhooks' rows locked in id order until commit, so a
         # delete waits for these deliveries and racing sweeps queue instead of deadlocking.
-        live = webhooks_lock(matched)
+        live = sql.webhooks_lock(matched)
     else:  # SQLite runs one writer at a time
         live = set(Webhook.objects.filter(pk__in=matched).values_list("pk", flat=True))
     pairs = [(webhook_id, call_id) for webhook_id, call_id in pairs if webhook_id in live]
     if not pairs:
         return
     skipped = webhooks_license_problem() is not None
-    created = _deliveries_insert(pairs, now, skipped=skipped)
+    defaults = {
+        column: connection.ops.adapt_datetimefield_value(value)
+        if isinstance(value, datetime)
+        else value
+        for column, value in initial_state(now, skipped=skipped).items()
+    }
+    rows = [(webhook_id, call_id, new_event_id()) for webhook_id, call_id in pairs]
+    created = sql.call_deliveries_insert(rows, defaults)
     hits = Counter(webhook_id for _, webhook_id in created)
     for webhook_id in sorted(hits):  # one order everywhere: no deadlock between sweeps
         Webhook.objects.filter(pk=webhook_id).update(
@@ -140,40 +146,6 @@ def _fire(pairs: list[tuple[int, int]]) -> None:
     pending = sorted(delivery_id for delivery_id, _ in created)
     if pending and not skipped:
         transaction.on_commit(lambda: deliveries_enqueue(pending))
-
-
-def _deliveries_insert(
-    pairs: Iterable[tuple[int, int]], now: datetime, *, skipped: bool
-) -> list[tuple[int, int]]:
-    """One event delivery per (webhook, call) pair that has none yet; (id, webhook id) of
-    those inserted. ON CONFLICT DO NOTHING RETURNING works alike on PostgreSQL and SQLite
-    (3.35+); a pair whose delivery exists, or is being inserted by a concurrent transaction
-    that then commits, comes back as nothing."""
-    defaults = initial_state(now, skipped=skipped)
-    ops = connection.ops
-    values = [
-        ops.adapt_datetimefield_value(v) if isinstance(v, datetime) else v
-        for v in defaults.values()
-    ]
-    columns = ["webhook_id", "call_id", "event_id", *defaults]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    table = ops.quote_name(Delivery._meta.db_table)
-    names = ", ".join(ops.quote_name(column) for column in columns)
-    pairs = list(pairs)
-    created: list[tuple[int, int]] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(pairs), INSERT_ROWS):
-            chunk = pairs[start : start + INSERT_ROWS]
-            params: list[Any] = []
-            for webhook_id, call_id in chunk:
-                params += [webhook_id, call_id, new_event_id(), *values]
-            cursor.execute(
-                f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(chunk))} "
-                "ON CONFLICT DO NOTHING RETURNING id, webhook_id",
-                params,
-            )
-            created += [(delivery_id, webhook_id) for delivery_id, webhook_id in cursor.fetchall()]
-    return created
 
 
 class CallTrigger:
