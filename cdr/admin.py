@@ -202,7 +202,7 @@ class CmrAdmin(RecordAdmin):
         "jitter",
         "latency",
         "packets_lost",
-        "mos",
+        "mos_metric",
         "call",
     ]
     list_filter = ["cluster"]
@@ -213,14 +213,15 @@ class CmrAdmin(RecordAdmin):
         ("call", "call_manager_id", "call_id", "node_id", "call_identifier"),
         ("stamp_at", "duration"),
         ("directory_num", "device_name"),
-        ("jitter", "latency", "packets_lost", "mos"),
+        ("jitter", "latency", "packets_lost", "mos_metric"),
         "metrics",
         "all_fields",
     ]
     readonly_fields = _flat(fields)
 
+    # Not named `mos`: the admin shows a model field of that name before a method.
     @admin.display(description="MOS")
-    def mos(self, obj: Cmr) -> str:
+    def mos_metric(self, obj: Cmr) -> str:
         metrics = obj.vq_metrics
         return next((metrics[k] for k in MOS_KEYS if k in metrics), "—")
 
