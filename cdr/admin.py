@@ -14,6 +14,7 @@ from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from cdr.filters import call_number_q
@@ -260,39 +261,61 @@ def _link(url_name: str, pk: int, text: object) -> str:
     return format_html('<a href="{}">{}</a>', reverse(url_name, args=[pk]), text)
 
 
-def _rows_table(head: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> str:
+def _rows_table(
+    head: tuple[str, ...], rows: list[tuple[Any, ...]], *, wrap: int | None = None
+) -> str:
+    """A table of records; every column stays on one line but `wrap` (calls.css)."""
     if not rows:
-        return empty
+        return "none"
     header = format_html_join("", "<th>{}</th>", ((h,) for h in head))
     body = format_html_join(
         "",
         "<tr>{}</tr>",
         (
-            (format_html_join("", "<td>{}</td>", (("—" if v is None else v,) for v in row)),)
+            (
+                format_html_join(
+                    "",
+                    '<td class="{}">{}</td>',
+                    (
+                        ("" if i == wrap else "nowrap", "—" if v is None else v)
+                        for i, v in enumerate(row)
+                    ),
+                ),
+            )
             for row in rows
         ),
     )
     return format_html(
-        '<table class="cdr-fields"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        '<table class="cdr-fields call-records"><thead><tr>{}</tr></thead>'
+        "<tbody>{}</tbody></table>",
         header,
         body,
     )
 
 
-def _time(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+def _time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return timezone.localtime(value).strftime(fmt) if value else "—"
+
+
+def _leg_numbers(leg: Cdr) -> list[str]:
+    numbers = [leg.calling_party_number or "?", leg.original_called_party_number or "?"]
+    if leg.final_called_party_number and leg.final_called_party_number != numbers[1]:
+        numbers.append(leg.final_called_party_number)
+    return numbers
 
 
 @admin.register(Call)
 class CallAdmin(ReadOnlyAdmin):
+    # Compact columns (calls.css keeps them on one line): the list fits a 1366 px screen
+    # beside the admin's navigation and filters.
     list_display = [
-        "started_at",
+        "started",
         "parties",
         "answered_by",
         "legs",
         "duration",
         "flags",
-        "mos_min",
+        "mos",
         "settled",
     ]
     list_filter = ["answered", "missed", "voicemail", SettledFilter, "cluster"]
@@ -303,7 +326,7 @@ class CallAdmin(ReadOnlyAdmin):
         ("cluster", "call_manager_id", "call_id"),
         ("started_at", "ended_at", "duration", "ring_seconds"),
         ("caller", "dialed", "answered_by"),
-        "flags",
+        "flag_names",
         ("cause", "cause_text"),
         ("mos_min", "jitter_max", "loss_pct"),
         ("legs", "cmr_count"),
@@ -312,6 +335,9 @@ class CallAdmin(ReadOnlyAdmin):
         "cmr_table",
     ]
     readonly_fields = _flat(fields)
+
+    class Media:
+        css = {"all": ["cdr/calls.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         # A call merged into another is shown as part of that one.
@@ -326,6 +352,10 @@ class CallAdmin(ReadOnlyAdmin):
             return queryset, False
         return queryset.filter(call_number_q(term)), False
 
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: Call) -> str:
+        return _time(obj.started_at, "%Y-%m-%d %H:%M")
+
     @admin.display(description="caller → dialed")
     def parties(self, obj: Call) -> str:
         return f"{obj.caller or '?'} → {obj.dialed or '?'}"
@@ -336,6 +366,14 @@ class CallAdmin(ReadOnlyAdmin):
         if not shown:
             return "—"
         return format_html_join(" ", '<abbr title="{}">{}</abbr>', shown)
+
+    @admin.display(description="MOS", ordering="mos_min")
+    def mos(self, obj: Call) -> str:
+        return "—" if obj.mos_min is None else f"{obj.mos_min:.2f}"
+
+    @admin.display(description="flags")
+    def flag_names(self, obj: Call) -> str:
+        return ", ".join(meaning for field, _, meaning in CALL_FLAGS if getattr(obj, field)) or "—"
 
     @admin.display(description="settled", boolean=True, ordering="settled_at")
     def settled(self, obj: Call) -> bool:
@@ -352,13 +390,10 @@ class CallAdmin(ReadOnlyAdmin):
             (
                 _link("admin:cdr_cdr_change", leg.pk, f"CDR {leg.pk}"),
                 _time(leg.origination_at),
-                _time(leg.connect_at),
+                _time(leg.connect_at, "%H:%M:%S"),
                 leg.duration,
-                leg.calling_party_number or "—",
-                leg.original_called_party_number or "—",
-                leg.final_called_party_number or "—",
-                leg.orig_device_name or "—",
-                leg.dest_device_name or "—",
+                " → ".join(_leg_numbers(leg)),
+                f"{leg.orig_device_name or '—'} → {leg.dest_device_name or '—'}",
                 leg.dest_cause_text or leg.orig_cause_text or "—",
             )
             for leg in legs
@@ -367,15 +402,12 @@ class CallAdmin(ReadOnlyAdmin):
             "CDR",
             "originated",
             "connected",
-            "duration",
-            "calling",
-            "original called",
-            "final called",
-            "orig device",
-            "dest device",
+            "seconds",
+            "calling → called (→ final)",
+            "devices",
             "cause",
         )
-        return _rows_table(head, rows, empty="none")
+        return _rows_table(head, rows, wrap=5)
 
     @admin.display(description="CMRs")
     def cmr_table(self, obj: Call) -> str:
@@ -394,4 +426,4 @@ class CallAdmin(ReadOnlyAdmin):
             for cmr in cmrs
         ]
         head = ("CMR", "stamped", "number", "device", "jitter", "latency", "lost", "MOS")
-        return _rows_table(head, rows, empty="none")
+        return _rows_table(head, rows)

@@ -86,7 +86,7 @@ def test_the_call_page_links_every_leg_and_cmr(admin_client: Client, calls: Call
     assert len(links) == 2 and links == sorted(links)  # in origination order
     for cmr in Cmr.objects.filter(call_ref=calls.transferred):
         assert reverse("admin:cdr_cmr_change", args=[cmr.pk]) in text
-    assert "2.9" in text and "3000" in text
+    assert "2.9" in text and "3000" in text and "answered, transferred" in text
 
 
 def test_cdr_and_cmr_pages_link_to_their_call(admin_client: Client, calls: Calls) -> None:
