@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from calltelemetry.celery import app
+from calltelemetry.sql import database_round_trip
 
 HEARTBEAT_NAME = "beat-heartbeat"
 HEARTBEAT_STALE_AFTER = 30.0
@@ -103,8 +103,7 @@ def watcher_stalled() -> str | None:
 
 def _database() -> tuple[bool, str]:
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        database_round_trip()
         return True, "ok"
     except Exception as exc:  # any failure means "down", and the reason is the message
         return False, str(exc)

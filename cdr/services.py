@@ -31,13 +31,11 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
-from psycopg import sql
 
 from cdr.contracts import (
     INGEST_PARAMS,
     BatchListener,
     StatementTail,
-    StoredCte,
     StoredRecord,
     batch_listener,
 )
@@ -53,6 +51,7 @@ from cdr.parsing import (
     open_binary,
     parse_file_name,
 )
+from cdr.sql import INT, TIME, BatchInsert, synchronous_commit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +69,7 @@ KEY_LENGTH = 64
 class RecordKey:
     """What makes a record new, one definition for ingest and the dry run: (cluster, pkid),
     the cluster read from the row, else the file name's (ingest's SQL applies the same
-    fallback: see `_Writer._converted`)."""
+    fallback: see `cdr.sql.BatchInsert._converted`)."""
 
     pkid_at: int
     cluster_at: int | None
@@ -106,7 +105,7 @@ LEASE = timedelta(minutes=2)
 # Typed columns: (model column, CUCM header name, kind). Values travel as the text read from
 # the file ("" → NULL) and the database converts them: epoch seconds become timestamps in SQL,
 # so no Python datetime is built per row.
-INT, TIME, TEXT64, TEXT129, TEXT255 = "int", "time", 64, 129, 255
+TEXT64, TEXT129, TEXT255 = 64, 129, 255  # and `cdr.sql.INT`, `cdr.sql.TIME`
 CDR_COLUMNS: tuple[tuple[str, str, str | int], ...] = (
     ("call_manager_id", "globalCallID_callManagerId", INT),
     ("call_id", "globalCallID_callId", INT),
@@ -138,11 +137,9 @@ CMR_COLUMNS: tuple[tuple[str, str, str | int], ...] = (
     ("latency", "latency", INT),
     ("packets_lost", "numberPacketsLost", INT),
 )
-# Staged per row: the line number (which also identifies the row in RETURNING), the raw
-# line, cluster and pkid, then each typed column as the text read from the file. The
-# database converts them ("" → NULL, epoch → timestamp, long text cut to the column), so a
-# row costs Python one C-level itemgetter call.
-STAGED = ("line", "raw", "cluster", "pkid")
+# Staged per row: `cdr.sql.STAGED`, then each typed column as the text read from the file.
+# The database converts them ("" → NULL, epoch → timestamp, long text cut to the column), so
+# a row costs Python one C-level itemgetter call.
 # COPY's text format escapes backslash, tab, newline and carriage return; CUCM lines hardly
 # ever hold one, so only a line that does pays for escaping each value.
 _COPY_SPECIAL = re.compile(r"[\\\t\r\n]")
@@ -152,9 +149,8 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\
 class _Writer:
     """Stores rows of one layout in one statement per batch and reports which were new.
 
-    PostgreSQL: COPY into a temporary staging table, then INSERT … SELECT … ON CONFLICT DO
-    NOTHING RETURNING (COPY is streamed by psycopg's C code; a 25,000-parameter INSERT would be
-    rebuilt in Python for every batch). SQLite: one multi-row INSERT with the same clause.
+    The rows are prepared here, on the read-ahead thread, for the statements of
+    `cdr.sql.BatchInsert`: COPY text on PostgreSQL, parameter tuples on SQLite.
     """
 
     def __init__(self, layout: Layout, layout_id: int, file: CdrFile | None, cluster: str):
@@ -173,15 +169,8 @@ class _Writer:
         self.default_cluster = self.key.default_cluster
         self.file_id = file.pk if file else None
         self.layout_id = layout_id
-        q = connection.ops.quote_name
-        self.table = q(self.model._meta.db_table)
-        self.names = [*STAGED, *(col for col, _ in self.columns)]
-        self.target = ", ".join(map(q, ["file_id", "layout_id", *self.names, "ingested_at"]))
-        self.on_conflict = ' ON CONFLICT ("cluster", "pkid") DO NOTHING'
-        # The columns of `StoredCte`, which a listener's statement tail reads.
-        self.returning = self.on_conflict + " RETURNING " + ", ".join(map(q, StoredCte.COLUMNS))
         self.postgres = connection.vendor == "postgresql"
-        self._staging_ready = False  # the session's staging table exists
+        self.statements = BatchInsert(self.model, self.columns, postgres=self.postgres)
 
     def prepare(self, rows: list[Row]) -> Any:
         """What `insert` sends for these rows, built on the read-ahead thread: on PostgreSQL
@@ -211,18 +200,14 @@ class _Writer:
 
     def rolled_back(self) -> None:
         """The batch's transaction rolled back, and with it perhaps the staging table."""
-        self._staging_ready = False
+        self.statements.rolled_back()
 
     def insert(
         self, rows: list[Row], prepared: Any, *, returning: bool = True
     ) -> list[StoredRecord] | int:
         """Store `rows` (`prepared` is what `prepare` made of them); the records that were
         new (or only their count, without `returning`)."""
-        with connection.cursor() as cursor:
-            if self.postgres:
-                returned = self._copy(cursor, prepared, returning)
-            else:
-                returned = self._values(cursor, prepared, returning)
+        returned = self.statements.run(prepared, self._params(), returning=returning)
         if not returning:
             return returned
         if not returned:
@@ -232,111 +217,22 @@ class _Writer:
         stored.sort(key=lambda record: record.line)
         return stored
 
-    def _converted(self, cell: Callable[[str], str], default_cluster: str) -> list[str]:
-        """The SQL expression of every staged column, `cell(name)` being its raw text and
-        `default_cluster` the placeholder of the file name's cluster."""
-        cluster = cell("cluster")
-        exprs = [
-            cell("line"),
-            cell("raw"),
-            f"substr(COALESCE(NULLIF({cluster}, ''), {default_cluster}), 1, 64)",
-            cell("pkid"),
-        ]
-        for col, kind in self.columns:
-            value = cell(col)
-            if kind == INT:
-                # A value too big for the column stays in the raw line only: a typed column
-                # is a search aid, and one odd value must not fail its whole batch.
-                bits = self.model._meta.get_field(col).get_internal_type()
-                limit = 2**31 if bits == "IntegerField" else 2**63
-                number = f"CAST({value} AS bigint)"
-                exprs.append(
-                    f"CASE WHEN length({value}) BETWEEN 1 AND 18 THEN CASE WHEN {number} "
-                    f"BETWEEN {-limit} AND {limit - 1} THEN {number} END END"
-                )
-            elif kind == TIME:
-                epoch = f"NULLIF(NULLIF({value}, ''), '0')"
-                exprs.append(
-                    f"to_timestamp(CAST({epoch} AS bigint))"
-                    if self.postgres
-                    else f"datetime({epoch}, 'unixepoch')"
-                )
-            else:
-                exprs.append(f"substr({value}, 1, {kind})")
-        return exprs
-
     def insert_with(self, prepared: bytes, tail: StatementTail) -> int:
         """Store the batch `prepared` for PostgreSQL and run `tail` in the same statement;
         how many records were new."""
         if not INGEST_PARAMS.isdisjoint(tail.params):
             raise ValueError(f"a statement tail may not use {sorted(INGEST_PARAMS)}")
-        with connection.cursor() as cursor:
-            insert = sql.SQL(self._staged_insert(cursor, prepared) + self.returning)
-            statement = sql.SQL("WITH {} AS ({}){} SELECT (SELECT count(*) FROM {}){}").format(
-                StoredCte.name, insert, tail.ctes, StoredCte.name, tail.select
-            )
-            cursor.execute(statement.as_string(cursor.cursor), {**self._params(), **tail.params})
-            row = cursor.fetchone()
-        tail.done(tuple(row[1:]))
+        row = self.statements.run_with(prepared, self._params(), tail)
+        tail.done(row[1:])
         return int(row[0])
 
     def _params(self) -> dict[str, Any]:
-        """The named parameters of `_staged_insert`'s statement."""
+        """Ingest's named parameters in the statements (`cdr.contracts.INGEST_PARAMS`)."""
         return {
             "ingest_file": self.file_id,
             "ingest_layout": self.layout_id,
             "ingest_cluster": self.default_cluster,
         }
-
-    def _staged_insert(self, cursor: Any, data: bytes) -> str:
-        """COPY the batch into the session's staging table; the INSERT … SELECT that stores
-        it (the named parameters of `_params`), without its ON CONFLICT."""
-        # One staging table per column set: older generations lack some typed columns.
-        digest = hashlib.sha1(" ".join(self.names).encode()).hexdigest()[:10]
-        stage = f"ingest_stage_{self.model._meta.model_name}_{digest}"
-        types = ["integer", *("text" for _ in self.names[1:])]
-        if not self._staging_ready:
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
-                + ", ".join(f'"{n}" {t}' for n, t in zip(self.names, types, strict=True))
-                + ") ON COMMIT DELETE ROWS"
-            )
-            self._staging_ready = True
-        columns = ", ".join(f'"{n}"' for n in self.names)
-        # psycopg's own cursor: its errors (a value COPY refuses) become Django's here.
-        with (
-            connection.wrap_database_errors,
-            cursor.cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy,
-        ):
-            copy.write(data)
-        select = ", ".join(self._converted(lambda name: f'"{name}"', "%(ingest_cluster)s"))
-        return (
-            f"INSERT INTO {self.table} ({self.target}) "
-            f"SELECT %(ingest_file)s, %(ingest_layout)s, {select}, now() FROM {stage}"
-        )
-
-    def _copy(self, cursor: Any, data: bytes, returning: bool) -> Any:
-        insert = self._staged_insert(cursor, data)
-        cursor.execute(insert + (self.returning if returning else self.on_conflict), self._params())
-        return cursor.fetchall() if returning else cursor.rowcount
-
-    def _values(self, cursor: Any, data: list[tuple[Any, ...]], returning: bool) -> Any:
-        # The rows as a VALUES table (columns column1, column2, …) converted by one SELECT,
-        # so each value is bound once however often its conversion reads it. SQLite needs
-        # the WHERE to tell the SELECT's end from the ON CONFLICT clause.
-        position = {name: i for i, name in enumerate(self.names, start=1)}
-        select = ", ".join(self._converted(lambda name: f"column{position[name]}", "%s"))
-        row = "(" + ", ".join(["%s"] * len(self.names)) + ")"
-        sql = (
-            f"INSERT INTO {self.table} ({self.target}) SELECT %s, %s, {select}, %s "
-            f"FROM (VALUES {', '.join([row] * len(data))}) WHERE true"
-            + (self.returning if returning else self.on_conflict)
-        )
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        params = [self.file_id, self.layout_id, self.default_cluster, now]
-        params += [value for item in data for value in item]
-        cursor.execute(sql, params)
-        return cursor.fetchall() if returning else cursor.rowcount
 
 
 def layout_get_or_create(layout: Layout) -> int:
@@ -578,14 +474,12 @@ def _batch_commits_unflushed(postgres: bool) -> Iterator[None]:
     if not postgres:
         yield
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit = off")
+    synchronous_commit(flush=False)
     try:
         yield
     finally:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SET synchronous_commit TO DEFAULT")
+            synchronous_commit(flush=True)
         except DatabaseError:  # the connection is gone or its transaction failed: moot
             log.debug("could not reset synchronous_commit", exc_info=True)
 

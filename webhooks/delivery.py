@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from calltelemetry.caching import BoundedCache
 from licensing.gating import webhooks_license_problem
-from webhooks import http, lifecycle, redaction
+from webhooks import http, lifecycle, redaction, sql
 from webhooks.lifecycle import BATCH_MAX
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
 from webhooks.payload import StoredCdr, payload_body, stored_cdrs
@@ -267,12 +267,6 @@ def deliveries_send(
 
 
 # (column, PostgreSQL type) of the rows written per batch.
-_ATTEMPT_COLUMNS = (
-    ("delivery_id", "bigint"), ("number", "integer"), ("trigger", "varchar"),
-    ("started_at", "timestamptz"), ("url", "varchar"), ("request_headers", "jsonb"),
-    ("status_code", "integer"), ("latency_ms", "float8"), ("error_class", "varchar"),
-    ("error", "text"), ("response_body", "text"),
-)  # fmt: skip
 
 
 def _record(
@@ -325,25 +319,17 @@ def _record(
         entry[2] = outcome.last_status
 
     with connection.cursor() as cursor:
-        source, params = lifecycle.rows_sql(_ATTEMPT_COLUMNS, attempt_rows)
-        names = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
-        values = ", ".join(f"v.column{i}" for i in range(1, len(_ATTEMPT_COLUMNS) + 1))
-        cursor.execute(
-            f"INSERT INTO webhooks_deliveryattempt ({names}) SELECT {values} FROM {source} "
-            "RETURNING id, delivery_id",
-            params,
-        )
-        attempt_ids = {delivery_id: pk for pk, delivery_id in cursor.fetchall()}
-
+        attempt_ids = sql.attempts_insert(cursor, attempt_rows)
         lifecycle.outcomes_record(cursor, delivery_rows)
-
         for webhook_id in sorted(counters):  # one order everywhere: no deadlock between workers
             delivered, failed, last_status = counters[webhook_id]
-            cursor.execute(
-                "UPDATE webhooks_webhook SET delivered_count = delivered_count + %s, "
-                "failed_count = failed_count + %s, last_status = %s, last_delivery_at = %s "
-                "WHERE id = %s",
-                [delivered, failed, last_status, adapt(now), webhook_id],
+            sql.webhook_counters_add(
+                cursor,
+                webhook_id,
+                delivered=delivered,
+                failed=failed,
+                last_status=last_status,
+                now=adapt(now),
             )
 
     attempts: dict[int, DeliveryAttempt] = {}

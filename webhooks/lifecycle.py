@@ -44,12 +44,10 @@ webhooks' deliveries flow on the rest. Its skipped deliveries stay due for the s
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,7 +58,7 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from webhooks import http
+from webhooks import http, sql
 from webhooks.models import Delivery, Webhook
 
 log = logging.getLogger(__name__)
@@ -208,12 +206,6 @@ def deliveries_sweep() -> int:
 # --- claim -------------------------------------------------------------------------------
 
 
-_CLAIM_SQL = """
-    UPDATE webhooks_delivery
-       SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
-     WHERE {ids} AND status = %s AND next_attempt_at <= %s{held}
- RETURNING id, webhook_id, cdr_id, kind, event_id, body, attempt_count, schedule_start
-"""
 _CLAIMED_FIELDS = (
     "id", "webhook_id", "cdr_id", "kind", "event_id", "body", "attempt_count", "schedule_start",
 )  # fmt: skip
@@ -230,61 +222,21 @@ def deliveries_claim(
         return []
     now = now or timezone.now()
     ops = connection.ops
-    if connection.vendor == "postgresql":
-        where, id_params = "id = ANY(%s)", [list(ids)]
-    else:
-        where, id_params = f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
-    held, held_params = "", []
-    if hold_slow:
-        subquery, subquery_params = held_webhooks(now).query.sql_with_params()
-        held, held_params = f" AND webhook_id NOT IN ({subquery})", list(subquery_params)
-    with connection.cursor() as cursor:
-        slow = _slow_webhooks(cursor, ids) if hold_slow else []
-        # Claims of a webhook whose last attempt timed out take turns (see _slow_webhooks).
-        with transaction.atomic() if slow else nullcontext():
-            for webhook_id in slow:  # in id order: no deadlock between workers
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_CLAIM_LOCK, webhook_id])
-            cursor.execute(
-                _CLAIM_SQL.format(ids=where, held=held),
-                [
-                    Delivery.Status.SENDING,
-                    ops.adapt_datetimefield_value(now + lease()),
-                    *id_params,
-                    Delivery.Status.PENDING,
-                    ops.adapt_datetimefield_value(now),
-                    *held_params,
-                ],
-            )
-            rows = cursor.fetchall()
+    rows = sql.deliveries_claim(
+        ids,
+        _CLAIMED_FIELDS,
+        sending=Delivery.Status.SENDING,
+        pending=Delivery.Status.PENDING,
+        until=ops.adapt_datetimefield_value(now + lease()),
+        now=ops.adapt_datetimefield_value(now),
+        held=held_webhooks(now).query.sql_with_params() if hold_slow else None,
+    )
     claimed = []
     for row in sorted(rows):
         delivery = Delivery(**dict(zip(_CLAIMED_FIELDS, row, strict=True)))
         delivery.status = Delivery.Status.SENDING
         claimed.append(delivery)
     return claimed
-
-
-# The first key of PostgreSQL advisory locks taken by claims, per slow webhook (the second).
-_CLAIM_LOCK = 0x57484B43
-
-
-def _slow_webhooks(cursor: Any, ids: Sequence[int]) -> list[int]:
-    """PostgreSQL: the webhooks of `ids` whose last attempt timed out, in id order.
-
-    Each claim sees the database as its statement began: two workers could both find that no
-    delivery of such a webhook is being sent, and both claim a batch of it (its batches
-    finish at the same moment, so they would, every time). Their claims take turns under an
-    advisory lock, each seeing the previous one committed. SQLite runs one writer at a time.
-    """
-    if connection.vendor != "postgresql":
-        return []
-    cursor.execute(
-        "SELECT DISTINCT w.id FROM webhooks_webhook w "
-        "JOIN webhooks_delivery d ON d.webhook_id = w.id "
-        "WHERE d.id = ANY(%s) AND w.last_status = 'timeout' ORDER BY w.id",
-        [list(ids)],
-    )
-    return [webhook_id for (webhook_id,) in cursor.fetchall()]
 
 
 def delivery_claim(*, delivery_id: int, now: datetime | None = None) -> Delivery | None:
@@ -365,30 +317,6 @@ def outcome(delivery: Delivery, response: http.Response, *, retry: bool, now: da
     )
 
 
-# (column, PostgreSQL type) of the deliveries' new states, per batch.
-_DELIVERY_COLUMNS = (
-    ("id", "bigint"), ("status", "varchar"), ("next_attempt_at", "timestamptz"),
-    ("last_status_code", "integer"), ("last_error", "text"), ("reason", "varchar"),
-    ("finished_at", "timestamptz"), ("body", "text"),
-)  # fmt: skip
-
-
-def rows_sql(columns: tuple[tuple[str, str], ...], rows: list[tuple[Any, ...]]) -> tuple[str, list]:
-    """A table expression of `rows`, with columns column1…, and its parameters.
-
-    PostgreSQL: json_to_recordset() of ONE parameter, a JSON array of the rows: the statement
-    is short and the same whatever the batch size, and the driver quotes one string (quoting
-    hundreds of parameters, or typed arrays of JSON text, costs more than the rest of the
-    batch). SQLite: a VALUES list."""
-    if connection.vendor == "postgresql":
-        keys = [f"column{i}" for i in range(1, len(columns) + 1)]
-        types = ", ".join(f"{key} {kind}" for key, (_, kind) in zip(keys, columns, strict=True))
-        data = json.dumps([dict(zip(keys, row, strict=True)) for row in rows], default=str)
-        return f"json_to_recordset(%s) AS v({types})", [data]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    return f"(VALUES {', '.join([row] * len(rows))}) AS v", [x for r in rows for x in r]
-
-
 def isoformat(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
@@ -397,15 +325,7 @@ def outcomes_record(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
     """Write the sent deliveries' new states, one UPDATE for the batch: each row is
     (id, `Outcome.status`, `Outcome.next_attempt_at`, status code, error, `Outcome.reason`,
     `Outcome.finished_at`, the body rendered at this send or None), datetimes adapted."""
-    source, params = rows_sql(_DELIVERY_COLUMNS, rows)
-    cursor.execute(
-        "UPDATE webhooks_delivery SET claimed_until = NULL, status = v.column2, "
-        "next_attempt_at = v.column3, last_status_code = v.column4, last_error = v.column5, "
-        "reason = v.column6, finished_at = v.column7, "
-        f"body = COALESCE(v.column8, webhooks_delivery.body) FROM {source} "
-        "WHERE webhooks_delivery.id = v.column1",
-        params,
-    )
+    sql.outcomes_update(cursor, rows)
 
 
 # --- requeue (redeliver) -----------------------------------------------------------------

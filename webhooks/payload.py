@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection
-
 from calltelemetry.caching import BoundedCache
 
 TIME_FIELDS = frozenset({"dateTimeOrigination", "dateTimeConnect", "dateTimeDisconnect"})
@@ -103,21 +101,13 @@ class StoredCdr:
 def stored_cdrs(cdr_ids: Iterable[int]) -> dict[int, StoredCdr]:
     """The stored CDRs behind a batch of deliveries, by id, in one query (plus one for a layout
     this process has not rendered yet). Missing ids were deleted."""
-    from cdr.models import Cdr, RecordLayout
+    from cdr.models import RecordLayout
+    from cdr.sql import cdrs_read
 
     ids = sorted(set(cdr_ids))
     if not ids:
         return {}
-    table = connection.ops.quote_name(Cdr._meta.db_table)
-    if connection.vendor == "postgresql":
-        where, params = "id = ANY(%s)", [ids]
-    else:
-        where, params = f"id IN ({', '.join(['%s'] * len(ids))})", ids
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, cluster, pkid, layout_id, raw FROM {table} WHERE {where}", params
-        )
-        found = {row[0]: StoredCdr(*row) for row in cursor.fetchall()}
+    found = {row[0]: StoredCdr(*row) for row in cdrs_read(ids)}
     layouts = {record.layout_id for record in found.values()}
     missing = [layout_id for layout_id in layouts if _renderers.get(layout_id) is None]
     for layout_id, names in RecordLayout.objects.filter(pk__in=missing).values_list("pk", "fields"):

@@ -11,12 +11,12 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from psycopg import sql
 
 from calltelemetry.caching import BoundedCache
-from cdr.contracts import StatementTail, StoredCte, StoredRecord
+from cdr.contracts import StatementTail, StoredRecord
 from cdr.parsing import Layout, Row
 from licensing.gating import webhooks_license_problem
+from webhooks import sql
 from webhooks.delivery import new_event_id
 from webhooks.lifecycle import deliveries_enqueue, initial_state
 from webhooks.matching import Rule, compile_rules, match_batch, rules_from
@@ -53,11 +53,6 @@ def enabled_webhooks() -> list[Webhook]:
     return list(Webhook.objects.filter(enabled=True).prefetch_related("conditions"))
 
 
-_VERSION_SQL = (
-    "SELECT (SELECT count(*) FROM webhooks_webhook WHERE enabled),"
-    " (SELECT max(updated_at) FROM webhooks_webhook WHERE enabled),"
-    " (SELECT count(*) FROM webhooks_condition), (SELECT max(id) FROM webhooks_condition)"
-)
 _compiled: BoundedCache[tuple[str, ...], tuple[tuple[Any, ...], list[CompiledWebhook]]] = (
     BoundedCache(max_entries=16)
 )
@@ -71,9 +66,7 @@ def webhooks_compiled(layout: Layout) -> list[CompiledWebhook]:
     the highest id. One small query per batch tells, instead of loading and compiling every
     webhook and condition again.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_VERSION_SQL)
-        version = tuple(cursor.fetchone())
+    version = sql.webhooks_version()
     key = tuple(layout.names)
     cached = _compiled.get(key)
     if cached is not None and cached[0] == version:
@@ -131,8 +124,8 @@ class BatchMatches:
             compiled,
             lines,
             (
-                _array(rows[key >> width].line for key in keys),
-                _array(ids[key & mask] for key in keys),
+                sql.array(rows[key >> width].line for key in keys),
+                sql.array(ids[key & mask] for key in keys),
             ),
         )
 
@@ -204,41 +197,22 @@ class WebhookTrigger:
         matched = matches.webhook_ids()
         if not matched or matches.pairs is None:
             return None
-        live = _webhooks_lock(matched)
+        live = sql.webhooks_lock(matched)
         if not live:
             return None
         gone = sorted(set(matched) - live)
         skipped = webhooks_license_problem() is not None
         now = timezone.now()
-        # Reads the stored records only through the names `cdr.contracts.StoredCte` declares.
-        pairs = sql.SQL(
-            "(SELECT m.webhook_id, {id} AS cdr_id FROM m JOIN {ins} USING ({line}){gone}) AS p"
-        )
-        pairs = pairs.format(
-            id=StoredCte.id,
-            ins=StoredCte.name,
-            line=StoredCte.line_column,
-            gone=sql.SQL(" WHERE m.webhook_id <> ALL(%(wh_gone)s::bigint[])" if gone else ""),
-        )
-        insert, params = _deliveries_insert_sql(pairs, now, skipped=skipped)
-        ctes = sql.SQL(
-            ", m AS (SELECT * FROM unnest(%(wh_lines)s::int[], %(wh_webhooks)s::bigint[])"
-            " AS m({line}, webhook_id))"
-            ", d AS ({insert} RETURNING id, webhook_id)"
-            ", h AS (UPDATE webhooks_webhook AS w"
-            " SET hit_count = w.hit_count + c.n, last_hit_at = %(wh_now)s"
-            " FROM (SELECT webhook_id, count(*) AS n FROM d GROUP BY webhook_id) AS c"
-            " WHERE w.id = c.webhook_id)"
-        ).format(line=StoredCte.line_column, insert=insert)
+        defaults = initial_state(now, skipped=skipped)
+        ctes, select = sql.batch_tail(defaults, gone=bool(gone), skipped=skipped)
+        params = {f"wh_{c}": value for c, value in defaults.items()}
+        params["wh_event_suffix"] = secrets.token_hex(8)
+        params["wh_sequence"] = _delivery_id_sequence()
         params["wh_lines"], params["wh_webhooks"] = matches.pairs
         params["wh_now"] = now
         if gone:
-            params["wh_gone"] = _array(gone)
-        if skipped:
-            return StatementTail(ctes, sql.SQL(", (SELECT count(*) FROM d)"), params, _ignore)
-        return StatementTail(
-            ctes, sql.SQL(", (SELECT array_agg(id) FROM d)"), params, _enqueue_after_commit
-        )
+            params["wh_gone"] = sql.array(gone)
+        return StatementTail(ctes, select, params, _ignore if skipped else _enqueue_after_commit)
 
 
 def _ignore(result: tuple[Any, ...]) -> None:
@@ -285,56 +259,13 @@ def _hits_add(hits: dict[int, int], now: Any) -> set[int]:
     }
 
 
-def _webhooks_lock(ids: list[int]) -> set[int]:
-    """PostgreSQL: lock the webhooks' rows in id order until the transaction ends (so that
-    concurrent ingests queue instead of deadlocking, and a delete waits); those that exist."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM webhooks_webhook WHERE id = ANY(%s::bigint[]) ORDER BY id"
-            " FOR NO KEY UPDATE",
-            [_array(ids)],
-        )
-        return {row[0] for row in cursor.fetchall()}
-
-
-def _deliveries_insert_sql(
-    pairs: sql.Composable, now: Any, *, skipped: bool
-) -> tuple[sql.Composed, dict[str, Any]]:
-    """PostgreSQL: the INSERT of one event delivery per row of `pairs` (a FROM item with
-    columns webhook_id and cdr_id), and its named parameters (all `wh_…`), to which those
-    of `pairs` are to be added.
-
-    Event ids are msg_ + 32 hex digits, like `new_event_id`'s: the delivery's own id in 16,
-    which makes them unique without an index, then 16 random ones drawn once per statement,
-    so that an appliance installed again, whose ids start again from 1, still sends
-    webhook-ids its receivers have never seen.
-    """
-    # Every column but the two that vary per row and the event id.
-    defaults = initial_state(now, skipped=skipped)
-    columns = sql.SQL(", ").join(map(sql.Identifier, defaults))
-    values = sql.SQL(", ").join(sql.Placeholder(f"wh_{c}") for c in defaults)
-    statement = sql.SQL(
-        "INSERT INTO webhooks_delivery (id, webhook_id, cdr_id, event_id, {columns}) "
-        "SELECT n.id, n.webhook_id, n.cdr_id,"
-        " 'msg_' || lpad(to_hex(n.id), 16, '0') || %(wh_event_suffix)s, {values} FROM "
-        "(SELECT nextval(%(wh_sequence)s::regclass) AS id, p.webhook_id, p.cdr_id FROM {pairs})"
-        " AS n"
-    ).format(columns=columns, values=values, pairs=pairs)
-    params = {f"wh_{c}": value for c, value in defaults.items()}
-    params["wh_event_suffix"] = secrets.token_hex(8)
-    params["wh_sequence"] = _delivery_id_sequence()
-    return statement, params
-
-
 _sequence: BoundedCache[str, str] = BoundedCache(max_entries=1)
 
 
 def _delivery_id_sequence() -> str:
     cached = _sequence.get("webhooks_delivery")
     if cached is None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_get_serial_sequence('webhooks_delivery', 'id')")
-            cached = _sequence.setdefault("webhooks_delivery", str(cursor.fetchone()[0]))
+        cached = _sequence.setdefault("webhooks_delivery", sql.delivery_id_sequence())
     return cached
 
 
@@ -349,8 +280,3 @@ def _deliveries_insert(
     ]
     Delivery.objects.bulk_create(rows, batch_size=500)
     return [] if skipped else [row.pk for row in rows]
-
-
-def _array(numbers: Iterable[int]) -> str:
-    """A PostgreSQL array literal: psycopg would adapt a list item by item, in Python."""
-    return "{" + ",".join(map(str, numbers)) + "}"

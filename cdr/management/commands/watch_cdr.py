@@ -8,17 +8,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from calltelemetry.health import watcher_heartbeat
+from calltelemetry.sql import database_round_trip
 from cdr.dropfolder import Folders, Scanner, file_claim, files_requeue_stale
 
 SWEEP_EVERY = 10.0
-
-
-def database_round_trip() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
 
 
 class Command(BaseCommand):
