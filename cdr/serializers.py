@@ -68,9 +68,12 @@ class CdrFileUploadSerializer(serializers.Serializer):
 
 
 def _call_field() -> serializers.PrimaryKeyRelatedField:
-    # `call_ref`, because `call_id` is CUCM's global call id; null until ingest assigns one.
+    # `call_ref`, because `call_id` is CUCM's global call id.
     return serializers.PrimaryKeyRelatedField(
-        source="call_ref", read_only=True, help_text="The call this record belongs to"
+        source="call_ref",
+        read_only=True,
+        allow_null=True,
+        help_text="The call this record belongs to (null until ingest assigns one)",
     )
 
 
