@@ -79,12 +79,12 @@ def tables_truncate() -> None:
     from django.core.management.color import no_style
     from django.db import connection
 
-    from cdr.models import Cdr, CdrFile, Cmr, RecordLayout
+    from cdr.models import Call, CallKey, Cdr, CdrFile, Cmr, RecordLayout
     from webhooks.models import Delivery, DeliveryAttempt
 
     # Deliveries too: they point at records without a database foreign key, so no CASCADE
-    # would reach them, and record ids start again at 1.
-    models = (DeliveryAttempt, Delivery, Cdr, Cmr, CdrFile, RecordLayout)
+    # would reach them, and record ids start again at 1. Calls: each run assembles anew.
+    models = (DeliveryAttempt, Delivery, Cdr, Cmr, CallKey, Call, CdrFile, RecordLayout)
     tables = [m._meta.db_table for m in models]
     # TRUNCATE … CASCADE on PostgreSQL; on SQLite plain DELETEs in the order above (its
     # cascade variant deletes in set order, parents before children, and trips the FKs).

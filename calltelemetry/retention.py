@@ -1,4 +1,4 @@
-"""Retention: purge CDRs, CMRs and finished deliveries older than their configured age.
+"""Retention: purge CDRs, CMRs, calls and finished deliveries older than their configured age.
 
 Rows go in batches of `BATCH_SIZE` ids, each batch its own short transaction, so ingest and
 delivery writers only ever wait for one small DELETE (on SQLite a single big one would hold
@@ -23,7 +23,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from cdr.models import Cdr, Cmr
+from cdr.models import Call, Cdr, Cmr
 from webhooks.models import Delivery
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,15 @@ def records_purge(*, days: int, now: datetime, batch_size: int = BATCH_SIZE) -> 
     )
 
 
+def calls_purge(*, days: int, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Delete calls nothing has joined for `days` (with CDR_RETENTION_DAYS: their records
+    are gone by then) and their keys; a record still pointing at one loses the link."""
+    if not days:
+        return 0
+    cutoff = now - timedelta(days=days)
+    return _purge(Call.objects.filter(last_arrival_at__lt=cutoff), batch_size)
+
+
 def deliveries_purge(*, days: int, now: datetime, batch_size: int = BATCH_SIZE) -> int:
     """Delete finished deliveries (and their attempts) older than `days` (0 keeps them)."""
     if not days:
@@ -78,11 +87,13 @@ def retention_purge(*, now: datetime | None = None, batch_size: int = BATCH_SIZE
             days=settings.DELIVERY_LOG_RETENTION_DAYS, now=now, batch_size=batch_size
         ),
         "records": records_purge(days=settings.CDR_RETENTION_DAYS, now=now, batch_size=batch_size),
+        "calls": calls_purge(days=settings.CDR_RETENTION_DAYS, now=now, batch_size=batch_size),
     }
     if any(purged.values()):
         log.info(
-            "retention purged %s records and %s deliveries",
+            "retention purged %s records, %s calls and %s deliveries",
             purged["records"],
+            purged["calls"],
             purged["deliveries"],
         )
     return purged

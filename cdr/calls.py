@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cdr import calls_sql
+from cdr import sql as calls_sql
 from cdr.contracts import call_listener
 from cdr.facts import CallFacts, Leg, awaits_continuation, call_facts
 from cdr.models import CallKey
@@ -85,19 +85,36 @@ class CallAssembler:
         self._default_cluster = default_cluster
         self._cm_at = index.get("globalCallID_callManagerId")
         self._call_at = index.get("globalCallID_callId")
+        self._leg_at: list[int] = []
+        self._codes_at: list[int] = []
         if layout.kind == "cdr":
-            names = ("origLegCallIdentifier", "destLegIdentifier")
             self._time_at = index.get("dateTimeOrigination")
+            legs = ("origLegCallIdentifier", "destLegIdentifier")
+            self._leg_at = [index[name] for name in legs if name in index]
+            codes = (
+                "origCallTerminationOnBehalfOf",
+                "destCallTerminationOnBehalfOf",
+                "joinOnBehalfOf",
+            )
+            self._codes_at = [index[name] for name in codes if name in index]
         else:
-            names = ("callIdentifier",)
+            # A CMR carries its leg's global call id: that key is enough.
             self._time_at = index.get("dateTimeStamp")
-        self._leg_at = [index[name] for name in names if name in index]
+        self._created: set[int] = set()
         self.touched: set[int] = set()  # every call a new record of this file joined
 
     def prepare(self, rows: Sequence[Row]) -> CallRows:
+        """The rows' keys. A leg id is a key only for a leg a feature ended or joined (a
+        termination OnBehalfOf other than 0 and 12 "device", or a joinOnBehalfOf): the legs
+        CUCM reuses across global call ids are those of transfers and conferences
+        ("Transferred Calls", "Conference Calls"); every other leg is found by its global
+        call id, and the key table stays about one row per call."""
         out = CallRows()
         cluster_at, default = self._cluster_at, self._default_cluster
-        cm_at, call_at, time_at, leg_at = self._cm_at, self._call_at, self._time_at, self._leg_at
+        cm_at, call_at, time_at = self._cm_at, self._call_at, self._time_at
+        leg_at, codes_at = self._leg_at, self._codes_at
+        plain = ("", "0", "12")
+        no_legs: tuple[int, ...] = ()
         for row in rows:
             values = row.values
             out.lines.append(row.line)
@@ -108,7 +125,10 @@ class CallAssembler:
                     _int(values[call_at]) if call_at is not None else 0,
                 )
             )
-            out.legs.append(tuple(leg for at in leg_at if (leg := _int(values[at]))))
+            featured = any(values[at] not in plain for at in codes_at)
+            out.legs.append(
+                tuple(leg for at in leg_at if (leg := _int(values[at]))) if featured else no_legs
+            )
             out.times.append(_int(values[time_at]) if time_at is not None else 0)
         return out
 
@@ -201,9 +221,11 @@ class CallAssembler:
         them again if they had settled); calls made for rows that were all duplicates go."""
         arrived = set(call_ids)
         arrived.discard(None)  # type: ignore[arg-type]
-        if arrived:
-            calls_sql.calls_arrived(sorted(arrived), timezone.now())
-            self.touched |= arrived
+        # A call made for this batch was stamped when it was made.
+        earlier = arrived - self._created
+        if earlier:
+            calls_sql.calls_arrived(sorted(earlier), timezone.now())
+        self.touched |= arrived
         unused = self._created - arrived
         if unused:
             calls_sql.calls_delete(sorted(unused))
@@ -219,15 +241,17 @@ def calls_settle(
     call_ids: Sequence[int] | None = None,
     force: bool = False,
     limit: int | None = None,
+    notify: bool = True,
 ) -> list[int]:
     """Settle the calls that are due (or `call_ids`, due or not with `force`): compute their
-    facts and tell the call listener, one transaction per `SETTLE_BATCH` calls; the calls
-    settled. Several sweeps may run at once: each call is settled by one of them."""
+    facts and tell the call listener (unless not `notify`), one transaction per
+    `SETTLE_BATCH` calls; the calls settled. Several sweeps may run at once: each call is
+    settled by one of them."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.CALL_SETTLE_SECONDS)
     settled: list[int] = []
     pending = sorted(set(call_ids)) if call_ids is not None else None
-    while True:
+    while pending is None or pending:
         size = SETTLE_BATCH if limit is None else min(SETTLE_BATCH, limit - len(settled))
         if size <= 0:
             break
@@ -241,13 +265,11 @@ def calls_settle(
                 if pending:
                     continue
                 break
-            done = _settle(due, now, force=force or call_ids is not None)
+            done = _settle(due, now, force=force)
             settled += done
-            listener = call_listener()
+            listener = call_listener() if notify else None
             if done and listener is not None:
                 listener.settled(done)
-        if pending is not None and not pending:
-            break
     return settled
 
 

@@ -43,7 +43,9 @@ class StoredCte:
 
 
 # Ingest's own named parameters in the statement: a tail must use other names.
-INGEST_PARAMS: Final = frozenset({"ingest_file", "ingest_layout", "ingest_cluster"})
+INGEST_PARAMS: Final = frozenset(
+    {"ingest_file", "ingest_layout", "ingest_cluster", "ingest_call_lines", "ingest_call_refs"}
+)
 
 
 @dataclass(frozen=True, slots=True)

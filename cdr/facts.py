@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 # OnBehalfOf (§3.5): why a leg ended, was redirected or joined.
 CONFERENCE, CALL_FORWARD, TRANSFER, IMMEDIATE_DIVERT = 4, 5, 10, 14
-# Causes (§3.4): "call split" ends the legs a transfer or conference replaced.
+# Causes (§3.4): "call split" ends the legs a transfer or conference replaced: it is not
+# what ended the call.
 SPLIT = 393216
 # Redirect reasons (§3.6). Forwards: busy, no answer, forward, forward all, deflection,
 # immediate divert, alternate party, on failure, unregistered.
@@ -88,10 +89,12 @@ def _codes(leg: Leg) -> tuple[int | None, ...]:
 
 
 def leg_split(leg: Leg) -> bool:
-    """The leg ended because a transfer or conference split it ("Transferred Calls",
-    "Conference Calls": the original and consultation legs end with cause 393216 and
-    OnBehalfOf 10 or 4); the leg that continues the conversation is written later."""
-    return SPLIT in (leg.orig_cause, leg.dest_cause) and bool(
+    """The leg ended on behalf of a transfer (10) or conference (4), so the conversation
+    goes on in a leg written later. "Transferred Calls": the original and consultation
+    legs end with OnBehalfOf 10 and cause 393216; "Conference Calls": the original call
+    ends with 4 and 393216, each setup (consultation) call with 4 and no cause at all, and
+    reaches the call only through the bridge leg that reuses its leg id."""
+    return bool(
         {leg.orig_termination_on_behalf_of, leg.dest_termination_on_behalf_of}
         & {TRANSFER, CONFERENCE}
     )

@@ -3,15 +3,19 @@
 The files look like the ones CUCM pushes to a billing server: CUCM file names, the quoted
 name line and the type line of the chosen generation, strings always quoted, unused CDR
 integers written as `0` and unused CMR integers left empty. Calls follow the patterns of
-the Cisco CDR guide (see the reference notes): answered, missed, busy, forwarded to
-voicemail, transferred (3 CDRs) and conferenced (6 CDRs). Everything is drawn from one
-seeded RNG, so a seed gives byte-identical files, and rows are streamed to disk.
+the "CDR Examples" chapter of Cisco's CDR guide (see the reference notes): answered,
+missed, busy, forwarded to voicemail, consultation and blind transfers (3 CDRs each),
+conferenced (6 CDRs), a hunt pilot nobody or a member answers, and Immediate Divert to
+voicemail. Everything is drawn from one seeded RNG, so a seed gives byte-identical files,
+and rows are streamed to disk.
 
 Layers, from low to high:
 - `render_row` turns one row dict (header name → value) into one CUCM CSV line;
 - `write_file` writes one complete file from row dicts, e.g. a hand-crafted row in a test;
-- `iter_calls` yields calls (scenario + CDR/CMR rows) and `write_calls` files them;
-- `generate` does both.
+- `iter_calls` yields calls (scenario + CDR/CMR rows) and `write_calls` files them, with
+  `nodes > 1` into the files of the node that handled each leg;
+- `generate` does both;
+- `one_call` gives one call of a chosen scenario, for a test that writes its own files.
 """
 
 from __future__ import annotations
@@ -33,13 +37,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, Literal, NamedTuple
 
 from cdr.fields import CDR_FIELDS, CMR_FIELDS, header
 
 Row = Mapping[str, object]
 
-SCENARIOS = ("answered", "missed", "busy", "voicemail", "transferred", "conference")
+SCENARIOS = (
+    "answered",
+    "missed",
+    "busy",
+    "voicemail",
+    "transferred",
+    "conference",
+    "blind_transfer",
+    "hunt_no_answer",
+    "hunt_answered",
+    "immediate_divert",
+)
 DEFAULT_MIX: dict[str, float] = {
     "answered": 60,
     "missed": 15,
@@ -47,7 +62,17 @@ DEFAULT_MIX: dict[str, float] = {
     "voicemail": 10,
     "transferred": 5,
     "conference": 5,
+    # Weight 0 keeps every seed's files byte-identical to those made before these scenarios
+    # existed (benchmarks and tests compare against them); pass `mix` to draw them.
+    "blind_transfer": 0,
+    "hunt_no_answer": 0,
+    "hunt_answered": 0,
+    "immediate_divert": 0,
 }
+# What the CMRs of phones report: "phone" lets each phone's firmware decide (about one in
+# five sends MLQK MOS keys, the rest only the Ver=0.90 keys), "none" gives no MOS at all,
+# and a number makes every phone report that MOS.
+Mos = float | Literal["phone", "none"]
 # CDR field count → CMR field count of the same CUCM releases.
 CMR_GENERATION = {118: 19, 129: 44, 133: 48}
 DEFAULT_START = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
@@ -55,6 +80,7 @@ DEFAULT_START = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
 _CLUSTER_RE = re.compile(r"[A-Za-z0-9._-]+")
 _SPLIT = 393216  # cause "call split": the leg ended because a transfer or conference split it
 _VM_PILOT = "8000"
+_HUNT_PILOT = "8100"  # outside the 1000-7999 range the phones' extensions come from
 _CFNA_TIMER = 12  # CUCM's default Forward No Answer timer, seconds
 
 
@@ -300,6 +326,7 @@ class _Party:
     phone: bool
     sip: bool  # a SIP trunk: span = leg id, protocol SIP with a call reference
     mos: bool  # phone firmware that reports MLQK (MOS) rather than the Ver=0.90 keys
+    node: int  # the CUCM node the device registers to; it writes the legs the device starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +366,14 @@ class _CallFactory:
     """Builds the CDR/CMR rows of each scenario; holds the cluster's phones and counters."""
 
     def __init__(
-        self, rng: random.Random, cmr_rng: random.Random | None, *, cluster: str, node: int
+        self,
+        rng: random.Random,
+        cmr_rng: random.Random | None,
+        *,
+        cluster: str,
+        node: int,
+        nodes: int = 1,
+        mos: Mos = "phone",
     ):
         self.rng = rng
         self.random = rng.random
@@ -347,6 +381,8 @@ class _CallFactory:
         self.cmr_rng = cmr_rng
         self.cluster = cluster
         self.node = node
+        self.nodes = nodes
+        self.mos = mos
         extensions = rng.sample(range(1000, 8000), 400)
         self.phones = [self._phone(str(ext)) for ext in extensions]
         self.pstn = self._host("SIP_TRUNK_PSTN", "10.1.1.10", "PSTN")
@@ -372,18 +408,25 @@ class _CallFactory:
             phone=True,
             sip=False,
             mos=rng.random() < 0.2,
+            # Phones spread over the nodes by extension, without an RNG draw, so that a
+            # single-node run stays byte-identical.
+            node=self.node + int(number) % self.nodes,
         )
 
-    @staticmethod
-    def _host(device: str, ip: str, partition: str, number: str = "") -> _Party:
+    def _host(self, device: str, ip: str, partition: str, number: str = "") -> _Party:
+        """Trunks and the conference bridge, on the first node."""
         sip = device.startswith("SIP_")
-        return _Party(number, "", device, ip, ip_to_int(ip), partition, "", False, sip, False)
+        return _Party(
+            number, "", device, ip, ip_to_int(ip), partition, "", False, sip, False, self.node
+        )
 
     def _external(self) -> _Party:
         pattern = _EXTERNAL_FORMATS[int(self.random() * len(_EXTERNAL_FORMATS))]
         number = pattern.format(self._ring(2, 9), self._ring(0, 9_999_999))
         trunk = self.pstn
-        return _Party(number, "", trunk.device, trunk.ip, trunk.ip_int, "", "", False, True, False)
+        return _Party(
+            number, "", trunk.device, trunk.ip, trunk.ip_int, "", "", False, True, False, trunk.node
+        )
 
     def _next_call_id(self) -> int:
         self.call_id = self.call_id % 0xFFFFFF + 1  # 24-bit, wraps to 1 like CUCM's
@@ -431,23 +474,28 @@ class _CallFactory:
         connect: int,
         end: int,
         codec: _Codec,
+        manager: int | None = None,
     ) -> dict[str, object]:
-        """The fields every leg has; scenarios then set causes, redirects and joins."""
+        """The fields every leg has; scenarios then set causes, redirects and joins.
+
+        `manager` is the node that allocated `call_id`: by default the node of the device
+        that starts this leg, which is the one that started the call id in all but the
+        conference's bridge legs."""
         rng = self.rng
         connected = connect != 0
         called = dest.number
         row: dict[str, object] = {
-            "globalCallID_callManagerId": self.node,
+            "globalCallID_callManagerId": orig.node if manager is None else manager,
             "globalCallID_callId": call_id,
             "origLegCallIdentifier": orig_leg,
             "dateTimeOrigination": start,
-            "origNodeId": self.node,
+            "origNodeId": orig.node,
             "origSpan": orig_leg if orig.sip else 0,
             "origIpAddr": orig.ip_int,
             "callingPartyNumber": orig.number,
             "callingPartyUnicodeLoginUserID": orig.user,
             "destLegIdentifier": dest_leg,
-            "destNodeId": self.node,
+            "destNodeId": dest.node,
             "destSpan": dest_leg if dest.sip else 0,
             # CUCM can fill destIpAddr while the ipv4v6 text stays empty on unanswered calls.
             "destIpAddr": dest.ip_int,
@@ -529,12 +577,21 @@ class _CallFactory:
         lost = int(rand() * 3) if rand() < 0.1 else 0
         jitter = int(rand() * 20)
         concealed = rand() * 0.004
-        if party.mos:
+        if self.mos == "phone" and party.mos:
             mos = 4.5 - rand() * 0.9
             metrics = (
                 f"MLQK={mos:.4f};MLQKav={mos + 0.03:.4f};MLQKmn={mos - 0.2:.4f};"
                 f"MLQKmx={min(mos + 0.1, 4.5):.4f};ICR=0.0000;CCR={concealed:.4f};"
                 f"ICRmx={concealed * 3:.4f};CS={int(rand() * 6)};SCS=0;MLQKvr=0.9500"
+            )
+        elif not isinstance(self.mos, str):
+            # One value in every MLQK key, as in the real 12.5 sample row
+            # (MLQK=MLQKav=MLQKmn=MLQKmx=3.7002), so a test knows the call's lowest MOS.
+            fixed = f"{self.mos:.4f}"
+            metrics = (
+                f"MLQK={fixed};MLQKav={fixed};MLQKmn={fixed};MLQKmx={fixed};ICR=0.0000;"
+                f"CCR={concealed:.4f};ICRmx={concealed * 3:.4f};CS={int(rand() * 6)};SCS=0;"
+                "MLQKvr=0.9500"
             )
         else:
             metrics = (
@@ -544,9 +601,9 @@ class _CallFactory:
                 f"VoOneWayDelayMs={int(rand() * 8)};maxJitter={jitter + int(rand() * 10)}"
             )
         return {
-            "globalCallID_callManagerId": self.node,
+            "globalCallID_callManagerId": cdr["globalCallID_callManagerId"],
             "globalCallID_callId": cdr["globalCallID_callId"],
-            "nodeId": self.node,
+            "nodeId": party.node,
             "directoryNum": party.number,
             "callIdentifier": leg,
             "dateTimeStamp": cdr["dateTimeDisconnect"],
@@ -572,6 +629,48 @@ class _CallFactory:
         side = "orig" if caller else "dest"
         row[f"{side}Cause_value"] = 16
         row[f"{side}CallTerminationOnBehalfOf"] = 12
+
+    @staticmethod
+    def _redirected(
+        row: dict[str, object], user: _Party, final: _Party, *, reason: int, on_behalf_of: int
+    ) -> None:
+        """A call to `user` that CUCM redirected once to `final` (a forward, an iDivert): one
+        CDR, the redirect's reason and feature in both the first- and last-redirect fields."""
+        row.update(
+            originalCalledPartyNumber=user.number,
+            originalCalledPartyNumberPartition=user.partition,
+            lastRedirectDn=user.number,
+            lastRedirectDnPartition=user.partition,
+            origCalledPartyRedirectReason=reason,
+            lastRedirectRedirectReason=reason,
+            origCalledPartyRedirectOnBehalfOf=on_behalf_of,
+            lastRedirectRedirectOnBehalfOf=on_behalf_of,
+            calledPartyPatternUsage=2,
+            originalCalledPartyPattern=user.number,
+            finalCalledPartyPattern=final.number,
+            lastRedirectingPartyPattern=user.number,
+        )
+
+    @staticmethod
+    def _to_hunt_pilot(row: dict[str, object], member: _Party, *, answered: bool) -> None:
+        """A call to the hunt pilot offered to `member` ("Hunt List Support"): pattern usage 7
+        (hunt pilot); the pilot is the final number until a member answers, and huntPilotDN
+        is set only then. The answered case shows the member's number, as CUCM does with
+        *Show Line Group Member DN in finalCalledPartyNumber CDR Field* = True."""
+        final = member.number if answered else _HUNT_PILOT
+        row.update(
+            originalCalledPartyNumber=_HUNT_PILOT,
+            finalCalledPartyNumber=final,
+            lastRedirectDn=_HUNT_PILOT,
+            finalCalledPartyUnicodeLoginUserID=member.user if answered else "",
+            calledPartyPatternUsage=7,
+            originalCalledPartyPattern=_HUNT_PILOT,
+            finalCalledPartyPattern=_HUNT_PILOT,
+            lastRedirectingPartyPattern=_HUNT_PILOT,
+            huntPilotDN=_HUNT_PILOT if answered else "",
+            huntPilotPartition=member.partition if answered else "",
+            huntPilotPattern=_HUNT_PILOT if answered else "",
+        )
 
     def _codec(self) -> _Codec:
         r = self.random()
@@ -662,20 +761,8 @@ class _CallFactory:
             end=connect + self._ring(5, 60),
             codec=codec,
         )
-        row.update(
-            originalCalledPartyNumber=user.number,
-            originalCalledPartyNumberPartition=user.partition,
-            lastRedirectDn=user.number,
-            lastRedirectDnPartition=user.partition,
-            origCalledPartyRedirectReason=2,
-            lastRedirectRedirectReason=2,
-            origCalledPartyRedirectOnBehalfOf=5,
-            lastRedirectRedirectOnBehalfOf=5,
-            calledPartyPatternUsage=2,
-            originalCalledPartyPattern=user.number,
-            finalCalledPartyPattern=vm.number,
-            lastRedirectingPartyPattern=user.number,
-        )
+        # Redirect reason 2 = Call Forward No Answer, OnBehalfOf 5 = Call Forward.
+        self._redirected(row, user, vm, reason=2, on_behalf_of=5)
         self._hang_up(row, caller=True)
         return [self._record(row, caller, vm, codec)]
 
@@ -799,6 +886,7 @@ class _CallFactory:
             False,
             False,
             False,
+            self.bridge.node,
         )
         self.conversation += 1
         records = [
@@ -816,6 +904,7 @@ class _CallFactory:
                 connect=bridged,
                 end=left,
                 codec=codec,
+                manager=host.node,  # the bridge legs carry the original call's id
             )
             row.update(
                 origCalledPartyRedirectOnBehalfOf=4,
@@ -856,9 +945,202 @@ class _CallFactory:
         records.append(self._record(final, host, guest, codec))
         return records
 
+    def blind_transfer(self, t: int) -> list[Record]:
+        """A calls B; B transfers to C without waiting for C to answer, then C answers A.
 
-# CDR rows each scenario produces; used to end exactly on the requested record count.
-_ROWS = {"answered": 1, "missed": 1, "busy": 1, "voicemail": 1, "transferred": 3, "conference": 6}
+        The guide's "Blind Transfer From the Called Party" example ("Transferred Calls"):
+        the same three CDRs as a consultation transfer, but the consultation leg never
+        connects (duration 0). Original and consultation end split (393216) on behalf of
+        Transfer (10); the final CDR keeps the original's call id, A's leg and the
+        consultation's leg to C, and has joinOnBehalfOf 10.
+        """
+        caller, agent = self._pair()
+        if not agent.phone:
+            caller, agent = agent, caller
+        target = self._any_phone()
+        while target is agent:
+            target = self._any_phone()
+        codec = self._codec()
+        call_id, caller_leg, agent_leg = self._next_call_id(), self._next_leg(), self._next_leg()
+        connect = t + self._ring(1, 10)
+        consult_start = connect + self._talk()
+        joined = consult_start + self._ring(2, 6)  # dial C, press Transfer again
+        answered = joined + self._ring(2, 15)  # C rings with A already on the line
+        original = self._cdr(
+            call_id,
+            caller,
+            caller_leg,
+            agent,
+            agent_leg,
+            start=t,
+            connect=connect,
+            end=joined,
+            codec=codec,
+        )
+        consult_id, agent_leg2, target_leg = (
+            self._next_call_id(),
+            self._next_leg(),
+            self._next_leg(),
+        )
+        consult = self._cdr(
+            consult_id,
+            agent,
+            agent_leg2,
+            target,
+            target_leg,
+            start=consult_start,
+            connect=0,
+            end=joined,
+            codec=codec,
+        )
+        _mark_split((original, consult), on_behalf_of=10)
+        final = self._cdr(
+            call_id,
+            caller,
+            caller_leg,
+            target,
+            target_leg,
+            start=joined,
+            connect=answered,
+            end=answered + self._talk(),
+            codec=codec,
+        )
+        # As in `transferred`: B redirected the call on behalf of Transfer and joined A to C.
+        final.update(
+            lastRedirectDn=agent.number,
+            lastRedirectDnPartition=agent.partition,
+            lastRedirectRedirectReason=4,
+            lastRedirectRedirectOnBehalfOf=10,
+            joinOnBehalfOf=10,
+        )
+        self._hang_up(final, caller=self.random() < 0.5)
+        return [
+            self._record(original, caller, agent, codec),
+            Record(consult, ()),  # never connected: no media, no CMR
+            self._record(final, caller, target, codec),
+        ]
+
+    def hunt_no_answer(self, t: int) -> list[Record]:
+        """A caller rings the hunt pilot; the members ring in turn, none answers and the caller
+        gives up: one never-connected CDR to the pilot with pattern usage 7 and no huntPilotDN
+        (the guide's "Abandoned or Failed Calls" hunt example); destDeviceName is the member
+        the call was last offered to."""
+        caller = self._any_phone() if self.random() < 0.5 else self._external()
+        member = self._any_phone()
+        while member is caller:
+            member = self._any_phone()
+        row = self._cdr(
+            self._next_call_id(),
+            caller,
+            self._next_leg(),
+            member,
+            self._next_leg(),
+            start=t,
+            connect=0,
+            end=t + self._ring(20, 90),
+            codec=_CODECS[0],
+        )
+        self._to_hunt_pilot(row, member, answered=False)
+        # The guide's abandoned calls: cause 16 from the caller, 0 on the destination.
+        self._hang_up(row, caller=True)
+        return [Record(row, ())]
+
+    def hunt_answered(self, t: int) -> list[Record]:
+        """A caller rings the hunt pilot and a member answers: one connected CDR with the
+        pilot as original called number and in huntPilotDN, the member as final number
+        (the guide's "Answered Calls" hunt example)."""
+        caller = self._any_phone() if self.random() < 0.5 else self._external()
+        member = self._any_phone()
+        while member is caller:
+            member = self._any_phone()
+        codec = self._codec()
+        connect = t + self._ring(3, 30)
+        row = self._cdr(
+            self._next_call_id(),
+            caller,
+            self._next_leg(),
+            member,
+            self._next_leg(),
+            start=t,
+            connect=connect,
+            end=connect + self._talk(),
+            codec=codec,
+        )
+        self._to_hunt_pilot(row, member, answered=True)
+        self._hang_up(row, caller=self.random() < 0.5)
+        return [self._record(row, caller, member, codec)]
+
+    def immediate_divert(self, t: int) -> list[Record]:
+        """The called user sends the caller to voicemail with the iDivert softkey.
+
+        "Immediate Divert (to Voice-Messaging System)" in the guide: while ringing (half of
+        the calls) one CDR, like a forward but with redirect reason 50 (Call Immediate
+        Divert), RedirectOnBehalfOf and joinOnBehalfOf 14 (Immediate Divert); once answered
+        two CDRs with the same call id: the connected call, terminated 14/14 with causes
+        0/0, and the diverted call, which keeps the caller's leg and adds one to voicemail.
+        """
+        caller, user = self._pair()
+        if not user.phone:
+            caller, user = user, caller
+        vm = self.vm_trunk
+        codec = _CODECS[0]
+        call_id, caller_leg, user_leg = self._next_call_id(), self._next_leg(), self._next_leg()
+        records = []
+        if self.random() < 0.5:
+            # Diverted while alerting: the user's ringing leg (user_leg) gets no CDR of its own.
+            diverted_at = t + self._ring(2, 10)
+        else:
+            connect = t + self._ring(1, 10)
+            diverted_at = connect + self._ring(5, 120)
+            original = self._cdr(
+                call_id,
+                caller,
+                caller_leg,
+                user,
+                user_leg,
+                start=t,
+                connect=connect,
+                end=diverted_at,
+                codec=codec,
+            )
+            original.update(origCallTerminationOnBehalfOf=14, destCallTerminationOnBehalfOf=14)
+            records.append(self._record(original, caller, user, codec))
+        vm_connect = diverted_at + self._ring(0, 1)
+        diverted = self._cdr(
+            call_id,
+            caller,
+            caller_leg,
+            vm,
+            self._next_leg(),
+            start=t if not records else diverted_at,
+            connect=vm_connect,
+            end=vm_connect + self._ring(5, 60),
+            codec=codec,
+        )
+        self._redirected(diverted, user, vm, reason=50, on_behalf_of=14)
+        diverted["joinOnBehalfOf"] = 14
+        self._hang_up(diverted, caller=True)
+        if records:
+            # The guide's diverted CDR after a connected call: 14 for the caller's side, 12
+            # (the voicemail port) for the destination's.
+            diverted.update(origCallTerminationOnBehalfOf=14, destCallTerminationOnBehalfOf=12)
+        records.append(self._record(diverted, caller, vm, codec))
+        return records
+
+
+# Most CDR rows each scenario produces; used to end exactly on the requested record count.
+_ROWS = {
+    "answered": 1,
+    "missed": 1,
+    "busy": 1,
+    "voicemail": 1,
+    "transferred": 3,
+    "conference": 6,
+    "blind_transfer": 3,
+    "hunt_no_answer": 1,
+    "hunt_answered": 1,
+    "immediate_divert": 2,
+}
 
 
 def _check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
@@ -871,11 +1153,31 @@ def _check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     return mix
 
 
-def _check_target(cluster: str, node: int) -> None:
+def _check_target(cluster: str, node: int, nodes: int = 1) -> None:
     if not _CLUSTER_RE.fullmatch(cluster):
         raise ValueError(f"cluster id {cluster!r} must be letters, digits, '.', '_' or '-'")
     if not 1 <= node <= 99:
         raise ValueError(f"node must be 1..99, not {node}")
+    if not 1 <= nodes <= 100 - node:
+        raise ValueError(f"nodes must be 1..{100 - node} so that node ids stay <= 99, not {nodes}")
+
+
+def _check_mos(mos: Mos) -> None:
+    if isinstance(mos, str):
+        if mos not in ("phone", "none"):
+            raise ValueError(f"mos must be 'phone', 'none' or a number, not {mos!r}")
+    elif isinstance(mos, bool) or not 1.0 <= mos <= 5.0:
+        raise ValueError(f"mos must be a MOS between 1 and 5, not {mos!r}")
+
+
+def _factory(
+    seed: int, *, cluster: str, node: int, nodes: int, cmr: bool, mos: Mos
+) -> tuple[random.Random, _CallFactory]:
+    _check_target(cluster, node, nodes)
+    _check_mos(mos)
+    rng = random.Random(seed)
+    cmr_rng = random.Random(f"{seed}-cmr") if cmr else None
+    return rng, _CallFactory(rng, cmr_rng, cluster=cluster, node=node, nodes=nodes, mos=mos)
 
 
 def iter_calls(
@@ -887,23 +1189,49 @@ def iter_calls(
     node: int = 1,
     start: datetime | None = None,
     cmr: bool = False,
+    nodes: int = 1,
+    mos: Mos = "phone",
 ) -> Iterator[Call]:
     """Calls in start order whose CDR rows add up to exactly `records`.
 
     The scenario of each call is drawn with the `mix` weights (default `DEFAULT_MIX`); a
     call that would overshoot the count near the end is replaced by an answered call.
-    With `cmr` each connected leg carries its CMR rows. Arguments are checked here, before
-    the first call is drawn.
+    With `cmr` each connected leg carries its CMR rows, whose MOS keys `mos` controls (see
+    `Mos`). With `nodes` > 1 the phones register to nodes `node` … `node + nodes - 1` (by
+    extension; trunks and the bridge to `node`) and each leg's call id belongs to the node
+    of the device that started it, so a transfer's consultation leg can carry another
+    node's id. Arguments are checked here, before the first call is drawn.
     """
     if records < 0:
         raise ValueError(f"records must be >= 0, not {records}")
     weights = _check_mix(mix)
-    _check_target(cluster, node)
-    rng = random.Random(seed)
-    cmr_rng = random.Random(f"{seed}-cmr") if cmr else None
-    factory = _CallFactory(rng, cmr_rng, cluster=cluster, node=node)
+    rng, factory = _factory(seed, cluster=cluster, node=node, nodes=nodes, cmr=cmr, mos=mos)
     t = int(_utc(start or DEFAULT_START).timestamp())
     return _calls(factory, rng, records, list(weights), list(weights.values()), t)
+
+
+def one_call(
+    scenario: str,
+    *,
+    seed: int = 0,
+    start: datetime | None = None,
+    cluster: str = "StandAloneCluster",
+    node: int = 1,
+    nodes: int = 1,
+    cmr: bool = True,
+    mos: Mos = "phone",
+) -> Call:
+    """One call of `scenario` (one of `SCENARIOS`) starting at `start`, as rows.
+
+    For tests that write exactly the files they want: pass `call.records[i].cdr` and
+    `.cmrs` to `write_file`, in any split and order. The same arguments give the same
+    rows; `cmr`, `mos`, `node` and `nodes` mean what they mean for `iter_calls`.
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    _, factory = _factory(seed, cluster=cluster, node=node, nodes=nodes, cmr=cmr, mos=mos)
+    t = int(_utc(start or DEFAULT_START).timestamp())
+    return Call(scenario, t, tuple(getattr(factory, scenario)(t)))
 
 
 def _calls(
@@ -939,6 +1267,7 @@ def write_calls(
     node: int = 1,
     gzip: bool = False,
     records_per_file: int | None = None,
+    nodes: int = 1,
 ) -> list[Path]:
     """Write the calls' rows into CUCM-named files in `out_dir`; return the paths written.
 
@@ -946,42 +1275,59 @@ def write_calls(
     ids are not sorted inside a file. A file is named after the UTC minute of its first
     row, at least one minute after the previous file (CUCM writes at most one per minute),
     and its CMR file (`cmr=True`) gets the same minute and sequence number. Without
-    `records_per_file` everything goes into one CDR (and one CMR) file.
+    `records_per_file` everything goes into one CDR (and one CMR) file per node.
+
+    With `nodes` > 1 (calls from `iter_calls(nodes=...)`), each node `node` … `node +
+    nodes - 1` writes its own series of files, named with its id, and a leg goes to the
+    node of its `globalCallID_callManagerId` with its CMRs. The paths come node by node,
+    each node's in order; a test delivers them in whatever order it wants to check.
     """
     if generation not in CMR_GENERATION:
         raise ValueError(f"generation must be 118, 129 or 133, not {generation}")
     if records_per_file is not None and records_per_file < 1:
         raise ValueError(f"records_per_file must be >= 1, not {records_per_file}")
-    _check_target(cluster, node)
+    _check_target(cluster, node, nodes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    series = _FileSeries(
-        out_dir,
-        generation=generation,
-        cmr=cmr,
-        cluster=cluster,
-        node=node,
-        compress=gzip,
-        records_per_file=records_per_file,
-    )
+    series = {
+        n: _FileSeries(
+            out_dir,
+            generation=generation,
+            cmr=cmr,
+            cluster=cluster,
+            node=n,
+            compress=gzip,
+            records_per_file=records_per_file,
+        )
+        for n in range(node, node + nodes)
+    }
+
+    def write(record: Record) -> None:
+        # One node: everything in its files, whatever id the rows carry (as before nodes).
+        target = node if nodes == 1 else record.cdr["globalCallID_callManagerId"]
+        if not isinstance(target, int) or target not in series:
+            raise ValueError(f"a leg of node {target} is outside nodes {node}..{node + nodes - 1}")
+        series[target].write(record)
+
     # Rows of calls still in progress, keyed by disconnect time; bounded by concurrency.
     pending: list[tuple[int, int, Record]] = []
     order = 0
     try:
         for call in calls:
             while pending and pending[0][0] <= call.start:
-                series.write(heapq.heappop(pending)[2])
+                write(heapq.heappop(pending)[2])
             for record in call.records:
                 order += 1
                 end = record.cdr["dateTimeDisconnect"]
                 assert isinstance(end, int)
                 heapq.heappush(pending, (end, order, record))
         while pending:
-            series.write(heapq.heappop(pending)[2])
+            write(heapq.heappop(pending)[2])
     except BaseException:
-        series.abort()
+        for one in series.values():
+            one.abort()
         raise
-    return series.close()
+    return [path for one in series.values() for path in one.close()]
 
 
 class _FileSeries:
@@ -1070,15 +1416,26 @@ def generate(
     start: datetime | None = None,
     gzip: bool = False,
     records_per_file: int | None = None,
+    nodes: int = 1,
+    mos: Mos = "phone",
 ) -> list[Path]:
     """Write `records` CDR rows (and their CMRs with `cmr=True`) as CUCM files; return paths.
 
     `generation` is the CDR field count (118, 129 or 133); the CMR file uses the matching
     CMR generation (19, 44, 48). `mix` weighs the scenarios in `SCENARIOS` per call.
-    The same arguments always give byte-identical files. Naive `start` means UTC.
+    `nodes` and `mos` are those of `iter_calls` and `write_calls`. The same arguments
+    always give byte-identical files. Naive `start` means UTC.
     """
     calls = iter_calls(
-        records=records, mix=mix, seed=seed, cluster=cluster, node=node, start=start, cmr=cmr
+        records=records,
+        mix=mix,
+        seed=seed,
+        cluster=cluster,
+        node=node,
+        start=start,
+        cmr=cmr,
+        nodes=nodes,
+        mos=mos,
     )
     return write_calls(
         out_dir,
@@ -1089,4 +1446,5 @@ def generate(
         node=node,
         gzip=gzip,
         records_per_file=records_per_file,
+        nodes=nodes,
     )

@@ -32,6 +32,7 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from cdr.calls import CallAssembler, CallRows
 from cdr.contracts import (
     INGEST_PARAMS,
     BatchListener,
@@ -51,7 +52,7 @@ from cdr.parsing import (
     open_binary,
     parse_file_name,
 )
-from cdr.sql import INT, TIME, BatchInsert, synchronous_commit
+from cdr.sql import INT, MOS, TIME, BatchInsert, pg_array, synchronous_commit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,6 +124,14 @@ CDR_COLUMNS: tuple[tuple[str, str, str | int], ...] = (
     ("dest_device_name", "destDeviceName", TEXT129),
     ("orig_cause_value", "origCause_value", INT),
     ("dest_cause_value", "destCause_value", INT),
+    # What call assembly reads about how the leg began and ended (`cdr.facts`).
+    ("orig_termination_on_behalf_of", "origCallTerminationOnBehalfOf", INT),
+    ("dest_termination_on_behalf_of", "destCallTerminationOnBehalfOf", INT),
+    ("join_on_behalf_of", "joinOnBehalfOf", INT),
+    ("orig_redirect_reason", "origCalledPartyRedirectReason", INT),
+    ("last_redirect_reason", "lastRedirectRedirectReason", INT),
+    ("orig_redirect_on_behalf_of", "origCalledPartyRedirectOnBehalfOf", INT),
+    ("last_redirect_on_behalf_of", "lastRedirectRedirectOnBehalfOf", INT),
 )
 CMR_COLUMNS: tuple[tuple[str, str, str | int], ...] = (
     ("call_manager_id", "globalCallID_callManagerId", INT),
@@ -136,6 +145,8 @@ CMR_COLUMNS: tuple[tuple[str, str, str | int], ...] = (
     ("jitter", "jitter", INT),
     ("latency", "latency", INT),
     ("packets_lost", "numberPacketsLost", INT),
+    ("packets_received", "numberPacketsReceived", INT),
+    ("mos", "varVQMetrics", MOS),
 )
 # Staged per row: `cdr.sql.STAGED`, then each typed column as the text read from the file.
 # The database converts them ("" → NULL, epoch → timestamp, long text cut to the column), so
@@ -153,8 +164,18 @@ class _Writer:
     `cdr.sql.BatchInsert`: COPY text on PostgreSQL, parameter tuples on SQLite.
     """
 
-    def __init__(self, layout: Layout, layout_id: int, file: CdrFile | None, cluster: str):
+    def __init__(
+        self,
+        layout: Layout,
+        layout_id: int,
+        file: CdrFile | None,
+        cluster: str,
+        *,
+        assembler: CallAssembler | None = None,
+    ):
         self.layout = layout
+        # Joins each batch's records into calls in the batch's transaction (`cdr.calls`).
+        self.assembler = assembler
         self.model: type[Model] = Cdr if layout.kind == "cdr" else Cmr
         columns = CDR_COLUMNS if layout.kind == "cdr" else CMR_COLUMNS
         present = [(col, name, kind) for col, name, kind in columns if name in layout.index]
@@ -170,11 +191,18 @@ class _Writer:
         self.file_id = file.pk if file else None
         self.layout_id = layout_id
         self.postgres = connection.vendor == "postgresql"
-        self.statements = BatchInsert(self.model, self.columns, postgres=self.postgres)
+        self.statements = BatchInsert(
+            self.model, self.columns, postgres=self.postgres, calls=assembler is not None
+        )
 
-    def prepare(self, rows: list[Row]) -> Any:
+    def prepare(self, rows: list[Row]) -> tuple[Any, CallRows | None]:
         """What `insert` sends for these rows, built on the read-ahead thread: on PostgreSQL
-        the batch as one block of COPY text, elsewhere the parameter tuples."""
+        the batch as one block of COPY text, elsewhere the parameter tuples; and the rows'
+        call keys."""
+        calls = self.assembler.prepare(rows) if self.assembler is not None else None
+        return self._data(rows), calls
+
+    def _data(self, rows: list[Row]) -> Any:
         get = self._get
         blank = self._needs_blank
         staged = [
@@ -203,11 +231,19 @@ class _Writer:
         self.statements.rolled_back()
 
     def insert(
-        self, rows: list[Row], prepared: Any, *, returning: bool = True
+        self, rows: list[Row], prepared: tuple[Any, CallRows | None], *, returning: bool = True
     ) -> list[StoredRecord] | int:
         """Store `rows` (`prepared` is what `prepare` made of them); the records that were
         new (or only their count, without `returning`)."""
-        returned = self.statements.run(prepared, self._params(), returning=returning)
+        data, params = self._with_calls(prepared)
+        if self.assembler is not None:
+            returned = self.statements.run(data, params, returning=True)
+            self.assembler.arrived(call for _, _, call in returned)
+            if not returning:
+                return len(returned)
+            returned = [(pk, line) for pk, line, _ in returned]
+        else:
+            returned = self.statements.run(data, params, returning=returning)
         if not returning:
             return returned
         if not returned:
@@ -217,14 +253,31 @@ class _Writer:
         stored.sort(key=lambda record: record.line)
         return stored
 
-    def insert_with(self, prepared: bytes, tail: StatementTail) -> int:
+    def insert_with(self, prepared: tuple[bytes, CallRows | None], tail: StatementTail) -> int:
         """Store the batch `prepared` for PostgreSQL and run `tail` in the same statement;
         how many records were new."""
         if not INGEST_PARAMS.isdisjoint(tail.params):
             raise ValueError(f"a statement tail may not use {sorted(INGEST_PARAMS)}")
-        row = self.statements.run_with(prepared, self._params(), tail)
+        data, params = self._with_calls(prepared)
+        row = self.statements.run_with(data, params, tail)
+        if self.assembler is not None:
+            self.assembler.arrived(row[1] or ())
+            row = (row[0], *row[2:])
         tail.done(row[1:])
         return int(row[0])
+
+    def _with_calls(self, prepared: tuple[Any, CallRows | None]) -> tuple[Any, dict[str, Any]]:
+        """The batch's data and parameters, each row given its call (`cdr.calls`): in the
+        batch's transaction, just before it is stored."""
+        data, calls = prepared
+        params = self._params()
+        if self.assembler is None or calls is None:
+            return data, params
+        refs = self.assembler.assign(calls)
+        if self.postgres:
+            params.update(ingest_call_lines=pg_array(calls.lines), ingest_call_refs=pg_array(refs))
+            return data, params
+        return [(*item, ref) for item, ref in zip(data, refs, strict=True)], params
 
     def _params(self) -> dict[str, Any]:
         """Ingest's named parameters in the statements (`cdr.contracts.INGEST_PARAMS`)."""
@@ -539,8 +592,14 @@ def cdr_file_ingest(
     evaluate_webhooks: bool = True,
     on_stored: BatchListener | None = None,
     progress: Callable[[int], None] | None = None,
+    assemble_calls: bool = True,
+    calls_touched: set[int] | None = None,
 ) -> CdrFile:
     """Ingest one file and return its ingest record (done, duplicate or failed).
+
+    Each new record joins its call (`cdr.calls`; without `assemble_calls` records are stored
+    without one, as the benchmark's baseline); `calls_touched` collects the calls new records
+    joined (`replay_cdr` settles them at its end).
 
     Bad rows are rejected with their line number and the rest of the file is stored; a file
     that is not a CUCM file at all fails with a reason. Database errors propagate: the batches
@@ -579,7 +638,12 @@ def cdr_file_ingest(
             return _finish(cdr_file, CdrFile.Status.FAILED, error=str(exc))
         layout = reader.layout
         cdr_file.kind = layout.kind
-        writer = _Writer(layout, layout_get_or_create(layout), cdr_file, cdr_file.cluster)
+        assembler = CallAssembler(layout, cdr_file.cluster) if assemble_calls else None
+        if assembler is not None and calls_touched is not None:
+            assembler.touched = calls_touched
+        writer = _Writer(
+            layout, layout_get_or_create(layout), cdr_file, cdr_file.cluster, assembler=assembler
+        )
         if parsed_name and parsed_name.kind != layout.kind:
             log.warning("%s is named %s but its header is %s", name, parsed_name.kind, layout.kind)
         counts = _store_rows(

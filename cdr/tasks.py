@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from cdr import dropfolder
+from cdr import calls, dropfolder
 
 
 # The soft limit interrupts an ingest that runs far beyond any real file (the lease then
@@ -22,3 +22,8 @@ def ingest_file(file_id: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_files() -> int:
     return dropfolder.files_requeue_stale()
+
+
+@shared_task(ignore_result=True)
+def calls_settle() -> int:
+    return len(calls.calls_settle())

@@ -145,3 +145,12 @@ def test_no_mos_reported_is_none_not_zero() -> None:
     quality = [Quality(mos=0.0, jitter=2, packets_lost=0, packets_received=0)]
     facts = call_facts([leg(connect=T0)], quality, ())
     assert facts.mos_min is None and facts.jitter_max == 2 and facts.loss_pct is None
+
+
+def test_a_conference_setup_call_waits_for_the_bridge_legs() -> None:
+    """Conference Calls: the setup call ends with OnBehalfOf 4 and no cause; the bridge leg
+    that reuses its leg id is written when the conference ends."""
+    setup = leg(orig_cause=0, orig_termination_on_behalf_of=4, dest_termination_on_behalf_of=4)
+    assert awaits_continuation([setup])
+    bridge = leg(id=2, final_called="b0029901001", join_on_behalf_of=4)
+    assert not awaits_continuation([setup, bridge])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import re
 import socket
@@ -19,12 +20,17 @@ from cdr.fields import CDR_FIELDS, CMR_FIELDS, header
 from cdr.generator import (
     DEFAULT_MIX,
     SCENARIOS,
+    Call,
     file_name,
     generate,
     iter_calls,
+    one_call,
     render_row,
+    write_calls,
     write_file,
 )
+from cdr.models import Cdr, CdrFile, Cmr
+from cdr.services import cdr_file_ingest
 
 NAME_RE = re.compile(r"^(cdr|cmr)_(?P<cluster>.+)_(?P<node>\d{2})_(?P<stamp>\d{12})_(?P<seq>\d+)$")
 
@@ -323,6 +329,246 @@ def test_conferences_join_legs_to_a_bridge_then_leave_two_parties() -> None:
         assert final["joinOnBehalfOf"] == 4 and not str(final["finalCalledPartyNumber"]).startswith(
             "b"
         )
+
+
+# The call-assembly scenarios, checked against the "CDR Examples" chapter of Cisco's CDR guide
+# (Release 14 guide; the values quoted in each test are the guide's).
+NEW_SCENARIOS = ("blind_transfer", "hunt_no_answer", "hunt_answered", "immediate_divert")
+HUNT_PILOT = "8100"
+SPLIT = 393216
+
+
+def causes(row: dict[str, object]) -> tuple[object, object]:
+    return row.get("origCause_value", 0), row.get("destCause_value", 0)
+
+
+def test_a_seed_gives_the_same_bytes_as_before_the_new_scenarios(tmp_path: Path) -> None:
+    # Digest of generate(records=300, cmr=True, seed=1) made with the generator before blind
+    # transfers, hunt pilots, iDivert, nodes and mos existed: README's benchmark figures were
+    # measured on seeded files, and a new scenario must not silently change them.
+    expected = {
+        "cdr_StandAloneCluster_01_202501060800_1": (
+            "5a01e877e58176ea9cc5bc518a3ab33ac40117ddd7c1a2dcba2c1590d016c187"
+        ),
+        "cmr_StandAloneCluster_01_202501060800_1": (
+            "590658bc8395ae5ca1ba2aafa9f07068f4ce1278495303770aa5fb3d555aa454"
+        ),
+    }
+    files = generate(tmp_path, records=300, cmr=True, seed=1)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == expected
+
+
+def test_blind_transfers_give_three_cdrs_and_the_consultation_never_connects() -> None:
+    for call in iter_calls(records=90, mix={"blind_transfer": 1}, seed=10, cmr=True):
+        assert call.scenario == "blind_transfer"
+        original, consult, final = (record.cdr for record in call.records)
+        # Blind Transfer From the Called Party: 200 -> 201, 202 -> 203, final 200 -> 203,
+        # call ids 1, 2, 1.
+        assert final["globalCallID_callId"] == original["globalCallID_callId"]
+        assert consult["globalCallID_callId"] != original["globalCallID_callId"]
+        assert final["origLegCallIdentifier"] == original["origLegCallIdentifier"]
+        assert final["destLegIdentifier"] == consult["destLegIdentifier"]
+        assert consult["origLegCallIdentifier"] not in (
+            original["origLegCallIdentifier"],
+            original["destLegIdentifier"],
+        )
+        for split in (original, consult):
+            assert causes(split) == (SPLIT, SPLIT)
+            assert split["origCallTerminationOnBehalfOf"] == 10
+            assert split["destCallTerminationOnBehalfOf"] == 10
+            assert split.get("joinOnBehalfOf", 0) == 0
+        # Blind: the consultation leg has duration 0, never connected, and no CMR.
+        assert consult["dateTimeConnect"] == 0 and consult["duration"] == 0
+        assert call.records[1].cmrs == ()
+        assert original["dateTimeConnect"] and final["dateTimeConnect"]
+        assert final["joinOnBehalfOf"] == 10 and causes(final) in ((16, 0), (0, 16))
+        # The transferor is the last redirecting number; the target was called.
+        assert final["lastRedirectDn"] == original["finalCalledPartyNumber"]
+        assert final["lastRedirectDn"] == consult["callingPartyNumber"]
+        assert final["finalCalledPartyNumber"] == consult["finalCalledPartyNumber"]
+        assert final["callingPartyNumber"] == original["callingPartyNumber"]
+        assert original["dateTimeDisconnect"] == consult["dateTimeDisconnect"]
+        assert final["dateTimeOrigination"] == consult["dateTimeDisconnect"]
+
+
+def test_a_hunt_pilot_nobody_answers_is_one_unconnected_cdr_with_pattern_usage_7(
+    tmp_path: Path,
+) -> None:
+    calls = list(iter_calls(records=50, mix={"hunt_no_answer": 1}, seed=11))
+    for call in calls:
+        (record,) = call.records
+        row = record.cdr
+        assert row["dateTimeConnect"] == 0 and row["duration"] == 0 and record.cmrs == ()
+        # "If the call is not answered by any of the hunt group members, the
+        # finalCalledPartyNumber field shows the hunt pilot DN", huntPilotDN stays empty.
+        assert row["originalCalledPartyNumber"] == row["finalCalledPartyNumber"] == HUNT_PILOT
+        assert row["calledPartyPatternUsage"] == 7 and row["huntPilotDN"] == ""
+        assert str(row["destDeviceName"]).startswith("SEP")  # the member it was offered to
+        assert causes(row) == (16, 0) and row["origCallTerminationOnBehalfOf"] == 12
+    (path,) = generate(tmp_path, records=20, mix={"hunt_no_answer": 1}, seed=11)
+    for written in read(path)[2]:
+        assert written["calledPartyPatternUsage"] == "7"
+        assert written["huntPilotDN"] == written["huntPilotPattern"] == ""
+
+
+def test_a_hunt_member_who_answers_is_named_and_the_pilot_is_in_hunt_pilot_dn() -> None:
+    for call in iter_calls(records=50, mix={"hunt_answered": 1}, seed=12, cmr=True):
+        (record,) = call.records
+        row = record.cdr
+        assert row["dateTimeConnect"] and row["duration"] > 0
+        assert row["originalCalledPartyNumber"] == HUNT_PILOT
+        assert row["huntPilotDN"] == row["huntPilotPattern"] == HUNT_PILOT
+        member = row["finalCalledPartyNumber"]
+        assert member != HUNT_PILOT and str(member).isdigit()
+        assert row["calledPartyPatternUsage"] == 7
+        assert any(cmr["directoryNum"] == member for cmr in record.cmrs)
+
+
+def test_immediate_divert_while_ringing_is_one_cdr_and_once_answered_two() -> None:
+    shapes = Counter()
+    for call in iter_calls(records=200, mix={"immediate_divert": 1}, seed=13):
+        rows = [record.cdr for record in call.records]
+        diverted = rows[-1]
+        assert diverted["finalCalledPartyNumber"] == "8000"  # the voicemail pilot
+        assert diverted["originalCalledPartyNumber"] == diverted["lastRedirectDn"] != "8000"
+        assert diverted["origCalledPartyRedirectReason"] == 50
+        assert diverted["lastRedirectRedirectReason"] == 50
+        assert diverted["origCalledPartyRedirectOnBehalfOf"] == 14
+        assert diverted["lastRedirectRedirectOnBehalfOf"] == 14
+        assert diverted["joinOnBehalfOf"] == 14
+        assert causes(diverted) == (16, 0) and diverted["dateTimeConnect"]
+        if len(rows) == 1:
+            # IDivert during Alerting: 16777327 -> 16777329, the ringing leg gets no CDR.
+            assert diverted["destLegIdentifier"] == diverted["origLegCallIdentifier"] + 2
+        else:
+            # IDivert during Connect: both CDRs call id 38, 16777330 -> 16777331 then
+            # 16777330 -> 16777332; the connected one ends 0/0 on behalf of iDivert.
+            original = rows[0]
+            assert original["globalCallID_callId"] == diverted["globalCallID_callId"]
+            assert original["origLegCallIdentifier"] == diverted["origLegCallIdentifier"]
+            assert original["destLegIdentifier"] != diverted["destLegIdentifier"]
+            assert original["dateTimeConnect"] and causes(original) == (0, 0)
+            assert original["origCallTerminationOnBehalfOf"] == 14
+            assert original["destCallTerminationOnBehalfOf"] == 14
+            assert original["finalCalledPartyNumber"] == diverted["originalCalledPartyNumber"]
+            assert diverted["origCallTerminationOnBehalfOf"] == 14
+            assert diverted["destCallTerminationOnBehalfOf"] == 12
+        shapes[len(rows)] += 1
+    assert set(shapes) == {1, 2}
+
+
+def test_new_scenarios_are_drawn_only_when_the_mix_names_them() -> None:
+    assert all(DEFAULT_MIX[name] == 0 for name in NEW_SCENARIOS)
+    mixed = Counter(c.scenario for c in iter_calls(records=2_000, mix=dict.fromkeys(SCENARIOS, 1)))
+    assert set(mixed) == set(SCENARIOS)
+    calls = list(iter_calls(records=7, mix={"immediate_divert": 1}, seed=13))
+    assert sum(len(call.records) for call in calls) == 7  # exact even at 1 or 2 rows a call
+
+
+def vq_keys(cmr: dict[str, str]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in cmr["varVQMetrics"].split(";"))
+
+
+def test_cmrs_with_and_without_mos(tmp_path: Path, samples: Path) -> None:
+    # Real key sets: 12.5+ phones send MLQK/MLQKav/MLQKmn..., many others only Ver=0.90 keys.
+    real = {
+        frozenset(vq_keys(row))
+        for path in samples.glob("cucm1*/cmr_*")
+        for row in read(path)[2]
+        if ";" in row["varVQMetrics"]
+    }
+    phone = rows_of(generate(tmp_path / "phone", records=500, cmr=True, seed=14), "cmr")
+    kinds = {frozenset(vq_keys(row)) for row in phone}
+    assert kinds == real  # both shapes, each with exactly the real keys
+    none = rows_of(generate(tmp_path / "none", records=300, cmr=True, seed=14, mos="none"), "cmr")
+    assert none and not any("MLQK" in row["varVQMetrics"] for row in none)
+    assert all(vq_keys(row)["Ver"] == "0.90" for row in none)
+    low = rows_of(generate(tmp_path / "low", records=300, cmr=True, seed=14, mos=2.9), "cmr")
+    assert low
+    for row in low:
+        keys = vq_keys(row)
+        assert keys["MLQK"] == keys["MLQKav"] == keys["MLQKmn"] == keys["MLQKmx"] == "2.9000"
+    values = [
+        vq_keys(cmr)["MLQKmn"] for cmr in one_call("answered", seed=14, mos=3.2).records[0].cmrs
+    ]
+    assert values and set(values) == {"3.2000"}
+    for bad in (0.5, 5.5, "low", True):
+        with pytest.raises(ValueError, match="mos"):
+            one_call("answered", mos=bad)  # type: ignore[arg-type]
+
+
+def node_of(path: Path) -> int:
+    match = NAME_RE.match(path.name)
+    assert match
+    return int(match["node"])
+
+
+def test_two_nodes_write_each_leg_into_the_files_of_the_node_that_handled_it(
+    tmp_path: Path,
+) -> None:
+    files = generate(
+        tmp_path, records=600, mix={"transferred": 1}, cmr=True, seed=15, nodes=2, node=4
+    )
+    assert {node_of(p) for p in files} == {4, 5}
+    where: dict[str, int] = {}  # destLegIdentifier -> node of the file, for the split legs
+    finals = []
+    for path in files:
+        for row in read(path)[2]:
+            assert int(row["globalCallID_callManagerId"]) == node_of(path)
+            if path.name.startswith("cmr"):
+                continue
+            if row["joinOnBehalfOf"] == "10":
+                finals.append((row, node_of(path)))
+            else:
+                where[row["destLegIdentifier"]] = node_of(path)
+    # A consultation leg is started by the transferring phone, whose node writes it.
+    split = [(row, node) for row, node in finals if where[row["destLegIdentifier"]] != node]
+    assert len(finals) == 200 and 0 < len(split) < len(finals)
+    assert sum(len(read(p)[2]) for p in files if p.name.startswith("cdr")) == 600
+    with pytest.raises(ValueError, match="outside nodes"):
+        write_calls(tmp_path / "other", iter_calls(records=30, seed=15, nodes=2), node=2, nodes=2)
+    with pytest.raises(ValueError, match="nodes"):
+        generate(tmp_path / "bad", records=1, node=99, nodes=2)
+
+
+def test_one_call_gives_a_chosen_call_to_write_in_any_split_and_order(tmp_path: Path) -> None:
+    call = one_call("transferred", seed=3, nodes=2, start=datetime(2025, 3, 1, 9, 0, tzinfo=UTC))
+    assert isinstance(call, Call) and call.scenario == "transferred" and len(call.records) == 3
+    assert call == one_call("transferred", seed=3, nodes=2, start=datetime(2025, 3, 1, 9, 0))
+    assert call.start == int(datetime(2025, 3, 1, 9, 0, tzinfo=UTC).timestamp())
+    original, consult, final = call.records
+    assert original.cdr["globalCallID_callManagerId"] == 1
+    assert consult.cdr["globalCallID_callManagerId"] == 2  # this seed's agent is on node 2
+    # The consultation leg alone in node 2's file, written first; the rest in node 1's later.
+    when = datetime.fromtimestamp(call.start, UTC)
+    late = file_name("cdr", cluster="StandAloneCluster", node=1, when=when, seq=9)
+    early = file_name("cdr", cluster="StandAloneCluster", node=2, when=when, seq=1)
+    write_file(tmp_path / early, "cdr", [consult.cdr])
+    write_file(tmp_path / late, "cdr", [original.cdr, final.cdr])
+    assert [row["destLegIdentifier"] for row in read(tmp_path / early)[2]] == [
+        str(final.cdr["destLegIdentifier"])
+    ]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        one_call("parked")
+
+
+@pytest.mark.django_db
+def test_the_new_scenarios_and_two_node_files_ingest(tmp_path: Path) -> None:
+    mix = dict.fromkeys(SCENARIOS, 1)
+    files = generate(tmp_path, records=400, mix=mix, cmr=True, seed=16, nodes=2, mos=2.9)
+    cdrs = cmrs = 0
+    for path in files:
+        stored = cdr_file_ingest(path=path, source="replay", evaluate_webhooks=False)
+        assert stored.status == CdrFile.Status.DONE, stored.error
+        assert stored.rejected_count == 0
+        if path.name.startswith("cdr"):
+            cdrs += stored.stored_count
+        else:
+            cmrs += stored.stored_count
+    assert Cdr.objects.count() == cdrs == 400 and Cmr.objects.count() == cmrs > 0
+    assert {cmr.vq_metrics["MLQKmn"] for cmr in Cmr.objects.all()} == {"2.9000"}
+    usages = {cdr.fields["calledPartyPatternUsage"] for cdr in Cdr.objects.all()}
+    assert {"2", "5", "7"} <= usages  # hunt pilot calls among device and route calls
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:

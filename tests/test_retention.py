@@ -104,7 +104,7 @@ def test_zero_days_keeps_everything(records: None, settings: Any) -> None:
     settings.CDR_RETENTION_DAYS = 0
     settings.DELIVERY_LOG_RETENTION_DAYS = 0
     make_delivery(Webhook.objects.create(name="w", url="http://x/"), "succeeded", OLD, OLD)
-    assert retention.retention_purge(now=NOW) == {"deliveries": 0, "records": 0}
+    assert retention.retention_purge(now=NOW) == {"deliveries": 0, "records": 0, "calls": 0}
     assert (Cdr.objects.count(), Cmr.objects.count(), Delivery.objects.count()) == (9, 8, 1)
 
 
@@ -135,7 +135,7 @@ def test_the_beat_task_applies_both_settings_and_a_kept_delivery_outlives_its_cd
     make_cdr("new", NEW)
     delivery = make_delivery(webhook, "succeeded", OLD, OLD, cdr=old_cdr)
 
-    assert retention_purge() == {"deliveries": 0, "records": 1}
+    assert retention_purge() == {"deliveries": 0, "records": 1, "calls": 0}
     assert list(Cdr.objects.values_list("pkid", flat=True)) == ["new"]
     delivery.refresh_from_db()
     assert (delivery.cdr_id, delivery.body, delivery.attempts.count()) == (None, "{}", 1)
@@ -161,3 +161,20 @@ def test_a_bad_retention_setting_stops_start_up_naming_it(name: str) -> None:
     )
     assert result.returncode != 0
     assert name in result.stderr
+
+
+def test_calls_nothing_joined_for_the_retention_period_go_with_their_keys() -> None:
+    from cdr.models import Call, CallKey
+
+    def call(at: datetime) -> Call:
+        made = Call.objects.create(cluster="c", first_arrival_at=at, last_arrival_at=at)
+        CallKey.objects.create(cluster="c", kind=CallKey.GLOBAL, number=made.pk, call=made)
+        return made
+
+    call(OLD)
+    new = call(NEW)
+    assert retention.calls_purge(days=30, now=NOW, batch_size=1) == 1
+    assert list(Call.objects.all()) == [new]
+    assert list(CallKey.objects.values_list("call_id", flat=True)) == [new.pk]
+    assert retention.calls_purge(days=0, now=NOW + timedelta(days=999)) == 0  # 0 keeps all
+    assert Call.objects.count() == 1

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from cdr.calls import calls_settle
 from cdr.dropfolder import is_candidate
 from cdr.models import CdrFile
 from cdr.services import cdr_file_ingest, file_dry_run
@@ -64,6 +65,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         totals = {"stored": 0, "duplicate": 0, "rejected": 0}
         statuses: dict[str, int] = {}
+        touched: set[int] = set()
         interactive = sys.stdout.isatty()
         with tqdm(total=None, unit=" records", disable=not interactive, file=sys.stdout) as bar:
             # With a bar on screen, lines go above it; otherwise straight to stdout.
@@ -76,6 +78,7 @@ class Command(BaseCommand):
                         source="replay",
                         evaluate_webhooks=evaluate_webhooks,
                         progress=bar.update,
+                        calls_touched=touched,
                     )
                 except OSError as exc:
                     statuses["failed"] = statuses.get("failed", 0) + 1
@@ -96,12 +99,16 @@ class Command(BaseCommand):
                     emit(f"  line {error['line']}: {error['reason']}")
                 if cdr_file.rejected_count > 10:
                     emit(f"  … {cdr_file.rejected_count - 10} more rejected rows")
+        # The files hold the history: the calls they touched are complete now, not in
+        # CALL_SETTLE_SECONDS, and their call-scope webhooks are evaluated here.
+        settled = calls_settle(call_ids=sorted(touched), force=True, notify=evaluate_webhooks)
         elapsed = time.monotonic() - started
         by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"
         self.stdout.write(
             f"Files: {len(files)} ({by_status}). Records: {totals['stored']} stored, "
             f"{totals['duplicate']} duplicate, {totals['rejected']} rejected, in {elapsed:.1f} s."
         )
+        self.stdout.write(f"Calls: {len(settled)} settled.")
         return statuses.get(CdrFile.Status.FAILED, 0)
 
     def dry_run(self, files: list[Path]) -> int:
