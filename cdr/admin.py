@@ -262,9 +262,9 @@ def _link(url_name: str, pk: int, text: object) -> str:
 
 
 def _rows_table(
-    head: tuple[str, ...], rows: list[tuple[Any, ...]], *, wrap: int | None = None
+    head: tuple[str, ...], rows: list[tuple[Any, ...]], *, wrap: tuple[int, ...] = ()
 ) -> str:
-    """A table of records; every column stays on one line but `wrap` (calls.css)."""
+    """A table of records; every column stays on one line but those in `wrap` (calls.css)."""
     if not rows:
         return "none"
     header = format_html_join("", "<th>{}</th>", ((h,) for h in head))
@@ -277,7 +277,7 @@ def _rows_table(
                     "",
                     '<td class="{}">{}</td>',
                     (
-                        ("" if i == wrap else "nowrap", "—" if v is None else v)
+                        ("" if i in wrap else "nowrap", "—" if v is None else v)
                         for i, v in enumerate(row)
                     ),
                 ),
@@ -407,7 +407,8 @@ class CallAdmin(ReadOnlyAdmin):
             "devices",
             "cause",
         )
-        return _rows_table(head, rows, wrap=5)
+        # Device names and cause texts are long: they wrap, the rest stays on one line.
+        return _rows_table(head, rows, wrap=(5, 6))
 
     @admin.display(description="CMRs")
     def cmr_table(self, obj: Call) -> str:

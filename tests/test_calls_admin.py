@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -21,8 +22,8 @@ def admin_client(db: None) -> Client:
 
 
 @pytest.fixture
-def calls(tmp_path: Path, samples: Path) -> Calls:
-    return calls_build(tmp_path, samples)
+def calls(tmp_path: Path, settings: Any) -> Calls:
+    return calls_build(tmp_path, settings)
 
 
 def listed(response: object) -> set[int]:
@@ -44,7 +45,12 @@ def test_the_call_list_shows_the_facts_and_hides_merged_calls(
     admin_client: Client, calls: Calls
 ) -> None:
     page = admin_client.get(reverse("admin:cdr_call_changelist"))
-    assert listed(page) == {calls.transferred.pk, calls.missed.pk, calls.voicemail.pk}
+    assert listed(page) == {
+        calls.transferred.pk,
+        calls.missed.pk,
+        calls.voicemail.pk,
+        calls.open.pk,
+    }
     text = page.content.decode()
     assert "1001 → 2000" in text
     assert '<abbr title="answered">ans</abbr> <abbr title="transferred">xfer</abbr>' in text
@@ -59,8 +65,8 @@ def test_the_call_list_shows_the_facts_and_hides_merged_calls(
         ({"answered__exact": "1"}, {"transferred"}),
         ({"missed__exact": "1"}, {"missed", "voicemail"}),
         ({"voicemail__exact": "1"}, {"voicemail"}),
-        ({"settled": "yes"}, {"transferred", "missed"}),
-        ({"settled": "no"}, {"voicemail"}),
+        ({"settled": "yes"}, {"transferred", "missed", "voicemail"}),
+        ({"settled": "no"}, {"open"}),
         ({"cluster": "West"}, {"voicemail"}),
         ({"q": "3000"}, {"transferred"}),  # answered by
         ({"q": "2000"}, {"transferred"}),  # dialed, and a leg's calling number
@@ -83,10 +89,10 @@ def test_the_call_page_links_every_leg_and_cmr(admin_client: Client, calls: Call
     text = page.content.decode()
     legs = list(Cdr.objects.filter(call_ref=calls.transferred).order_by("origination_at"))
     links = [text.index(reverse("admin:cdr_cdr_change", args=[leg.pk])) for leg in legs]
-    assert len(links) == 2 and links == sorted(links)  # in origination order
+    assert len(links) == 3 and links == sorted(links)  # in origination order
     for cmr in Cmr.objects.filter(call_ref=calls.transferred):
         assert reverse("admin:cdr_cmr_change", args=[cmr.pk]) in text
-    assert "2.9" in text and "3000" in text and "answered, transferred" in text
+    assert "2.9" in text and "1001 → 3000" in text and "answered, transferred" in text
 
 
 def test_cdr_and_cmr_pages_link_to_their_call(admin_client: Client, calls: Calls) -> None:

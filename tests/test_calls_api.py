@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -10,8 +11,8 @@ from tests.calls_fixtures import Calls, calls_build
 
 
 @pytest.fixture
-def calls(db: None, tmp_path: Path, samples: Path) -> Calls:
-    return calls_build(tmp_path, samples)
+def calls(db: None, tmp_path: Path, settings: Any) -> Calls:
+    return calls_build(tmp_path, settings)
 
 
 def ids(response: object) -> set[int]:
@@ -34,7 +35,9 @@ def test_calls_are_read_only_even_for_staff(staff_api: APIClient, calls: Calls) 
 
 
 def test_the_list_hides_merged_calls_newest_first(api: APIClient, calls: Calls) -> None:
-    rows = api.get("/api/v1/calls/").data["results"]
+    everything = {calls.transferred.pk, calls.missed.pk, calls.voicemail.pk, calls.open.pk}
+    assert ids(api.get("/api/v1/calls/")) == everything
+    rows = api.get("/api/v1/calls/", {"settled": "true"}).data["results"]
     assert [row["id"] for row in rows] == [
         calls.voicemail.pk,
         calls.missed.pk,
@@ -45,14 +48,16 @@ def test_the_list_hides_merged_calls_newest_first(api: APIClient, calls: Calls) 
 
 def test_a_list_row_holds_the_facts_in_the_api_s_snake_case(api: APIClient, calls: Calls) -> None:
     row = api.get("/api/v1/calls/", {"number": "1001"}).data["results"][0]
+    arrivals = {key: row.pop(key) for key in ("settled_at", "first_arrival_at", "last_arrival_at")}
+    assert all(arrivals.values())
     assert row == {
         "id": calls.transferred.pk,
         "cluster": "StandAloneCluster",
         "call_manager_id": 1,
-        "call_id": 9001,
+        "call_id": calls.transferred.call_id,
         "started_at": "2026-11-30T09:01:00Z",
-        "ended_at": "2026-11-30T09:02:00Z",
-        "legs": 2,
+        "ended_at": "2026-11-30T09:06:05Z",
+        "legs": 3,
         "cmr_count": 2,
         "answered": True,
         "missed": False,
@@ -60,21 +65,26 @@ def test_a_list_row_holds_the_facts_in_the_api_s_snake_case(api: APIClient, call
         "transferred": True,
         "forwarded": False,
         "conference": False,
-        "duration": 120,
-        "ring_seconds": None,
+        "duration": 300,
+        "ring_seconds": 5,
         "caller": "1001",
         "dialed": "2000",
-        "answered_by": "3000",
-        "cause": None,
-        "cause_text": "",
+        "answered_by": "2000",
+        "cause": 16,
+        "cause_text": calls.transferred.cause_text,
         "mos_min": 2.9,
-        "jitter_max": None,
-        "loss_pct": None,
+        "jitter_max": 7,
+        "loss_pct": 0.333,
         "settled": True,
-        "settled_at": "2026-11-30T09:05:00Z",
-        "first_arrival_at": "2026-11-30T09:00:00Z",
-        "last_arrival_at": "2026-11-30T09:00:00Z",
     }
+    assert row["cause_text"]
+
+
+def test_an_open_call_has_no_facts_yet(api: APIClient, calls: Calls) -> None:
+    row = api.get(f"/api/v1/calls/{calls.open.pk}/").data
+    assert row["settled"] is False and row["settled_at"] is None
+    assert row["started_at"] is None and row["caller"] == ""
+    assert [leg["calling_party_number"] for leg in row["cdrs"]] == ["1004"]
 
 
 def test_the_detail_has_the_legs_in_origination_order_and_the_cmrs(
@@ -83,14 +93,16 @@ def test_the_detail_has_the_legs_in_origination_order_and_the_cmrs(
     body = api.get(f"/api/v1/calls/{calls.transferred.pk}/").data
     legs = list(Cdr.objects.filter(call_ref=calls.transferred).order_by("origination_at"))
     assert [leg["id"] for leg in body["cdrs"]] == [leg.pk for leg in legs]
+    assert [leg["calling_party_number"] for leg in body["cdrs"]] == ["1001", "2000", "1001"]
     # Each leg as the CDR list renders it, with its link back to the call.
-    assert body["cdrs"][0] == api.get("/api/v1/cdrs/", {"number": "1001"}).data["results"][0]
-    assert body["cdrs"][1]["calling_party_number"] == "2000"
+    for leg in body["cdrs"]:
+        assert [leg] == api.get("/api/v1/cdrs/", {"pkid": leg["pkid"]}).data["results"]
     assert {leg["call"] for leg in body["cdrs"]} == {calls.transferred.pk}
     cmrs = Cmr.objects.filter(call_ref=calls.transferred).order_by("stamp_at", "id")
     assert [cmr["id"] for cmr in body["cmrs"]] == [cmr.pk for cmr in cmrs]
     assert set(body["cmrs"][0]) >= {"directory_num", "jitter", "mos", "call"}
-    assert body["caller"] == "1001" and body["legs"] == 2
+    assert [cmr["mos"] for cmr in body["cmrs"]] == [2.9, 4.1]
+    assert body["caller"] == "1001" and body["legs"] == 3
 
 
 def test_records_name_their_call(api: APIClient, calls: Calls) -> None:
@@ -103,29 +115,30 @@ def test_records_name_their_call(api: APIClient, calls: Calls) -> None:
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        # time range: the names the CDR list uses, on the call's start
+        # time range: the names the CDR list uses, on the call's start (an open call has none)
         ({"since": "2026-11-30T09:03:00Z"}, {"missed", "voicemail"}),
         ({"until": "2026-11-30T09:03:00Z"}, {"transferred"}),
         ({"since": "2026-11-30T10:02:00+01:00", "until": "2026-11-30T09:04:00Z"}, {"missed"}),
         # any number: the call's caller, dialed and answered-by, and any leg's numbers
         ({"number": "1001"}, {"transferred"}),
         ({"number": "2000"}, {"transferred"}),
-        ({"number": "3000"}, {"transferred"}),
+        ({"number": "3000"}, {"transferred"}),  # the consulted party: only in the legs
         ({"number": "8000"}, {"voicemail"}),
         ({"number": "2001"}, {"missed"}),
+        ({"number": "1004"}, {"open"}),
         ({"number": "5555"}, set()),
         ({"cluster": "West"}, {"voicemail"}),
         ({"answered": "true"}, {"transferred"}),
-        ({"answered": "false"}, {"missed", "voicemail"}),
+        ({"answered": "false"}, {"missed", "voicemail", "open"}),
         ({"missed": "true"}, {"missed", "voicemail"}),
-        ({"missed": "false"}, {"transferred"}),
+        ({"missed": "false"}, {"transferred", "open"}),
         ({"voicemail": "true"}, {"voicemail"}),
         ({"mos_below": "3.5"}, {"transferred"}),
         ({"mos_below": "4.5"}, {"transferred", "voicemail"}),
         ({"mos_below": "2.9"}, set()),
-        ({"settled": "true"}, {"transferred", "missed"}),
-        ({"settled": "false"}, {"voicemail"}),
-        ({"number": "1003", "settled": "false", "voicemail": "true"}, {"voicemail"}),
+        ({"settled": "true"}, {"transferred", "missed", "voicemail"}),
+        ({"settled": "false"}, {"open"}),
+        ({"number": "1003", "settled": "true", "voicemail": "true"}, {"voicemail"}),
     ],
 )
 def test_call_filters(
@@ -134,10 +147,10 @@ def test_call_filters(
     assert ids(api.get("/api/v1/calls/", query)) == {getattr(calls, name).pk for name in expected}
 
 
-def test_a_leg_number_finds_the_call_not_the_merged_half(api: APIClient, calls: Calls) -> None:
-    # Leg 2's leg ids belong to the transferred call only; the merged call has caller 1001
-    # too, but it is part of the transferred call.
-    assert ids(api.get("/api/v1/calls/", {"number": "1001"})) == {calls.transferred.pk}
+def test_a_number_finds_the_call_not_its_merged_half(api: APIClient, calls: Calls) -> None:
+    # Both halves of the transfer had legs with 2000; they are one call now.
+    assert calls.merged.merged_into_id == calls.transferred.pk
+    assert ids(api.get("/api/v1/calls/", {"number": "2000"})) == {calls.transferred.pk}
 
 
 @pytest.mark.parametrize("query", [{"mos_below": "x"}, {"since": "yesterday"}])

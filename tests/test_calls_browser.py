@@ -41,7 +41,7 @@ def assert_fits(page: Any) -> None:
 
 def test_the_call_pages_fit_1366_px(
     live_server: Any,
-    samples: Path,
+    settings: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     transactional_db: None,
@@ -50,7 +50,7 @@ def test_the_call_pages_fit_1366_px(
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls here are safe.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    calls = calls_build(tmp_path, samples)
+    calls = calls_build(tmp_path, settings)
     get_user_model().objects.create_superuser("operator", "", "a-long-password")
     with sync_playwright() as p:
         browser = p.chromium.launch(
