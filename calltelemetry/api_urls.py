@@ -12,7 +12,7 @@ checks the rule by parsing every import.
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from cdr.views import CdrFileViewSet, CdrViewSet, CmrViewSet
+from cdr.views import CallViewSet, CdrFileViewSet, CdrViewSet, CmrViewSet
 from licensing.views import LicenseView
 from sftp.views import CdrSourceViewSet
 from webhooks.views import CdrFieldViewSet, DeliveryViewSet, WebhookViewSet
@@ -21,6 +21,7 @@ router = DefaultRouter()
 router.register("cdr-files", CdrFileViewSet, basename="cdr-file")
 router.register("cdrs", CdrViewSet, basename="cdr")
 router.register("cmrs", CmrViewSet, basename="cmr")
+router.register("calls", CallViewSet, basename="call")
 router.register("cdr-fields", CdrFieldViewSet, basename="cdr-field")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("deliveries", DeliveryViewSet, basename="delivery")

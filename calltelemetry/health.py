@@ -10,11 +10,16 @@ The drop-folder watcher touches `DATA_DIR/watcher-heartbeat` after every scan th
 reached the database, so a watcher that is stopped, hung, or cut off from the database
 goes stale. A deployment without a watcher sets WATCHER_STALE_SECONDS=0 to skip that check
 (`make run` and docker-compose.yml always run one).
+
+Warnings are things the operator should fix that do not make the appliance unhealthy (the
+answer stays 200): the apps register what they check from their AppConfig.ready(), since
+this module must not import them (STYLE.md, "Dependency direction").
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -26,6 +31,21 @@ from calltelemetry.sql import database_round_trip
 HEARTBEAT_NAME = "beat-heartbeat"
 HEARTBEAT_STALE_AFTER = 30.0
 WATCHER_HEARTBEAT_NAME = "watcher-heartbeat"
+
+# Each returns the operator's warnings (sentences) at the time of the call, or none.
+HealthWarnings = Callable[[], list[str]]
+_warnings: list[HealthWarnings] = []
+
+
+def health_warnings_register(check: HealthWarnings) -> None:
+    """Add `check()`'s warnings to every `/healthz` answer (once, however often called)."""
+    if check not in _warnings:
+        _warnings.append(check)
+
+
+def health_warnings() -> list[str]:
+    """Every registered app's current warnings."""
+    return [warning for check in _warnings for warning in check()]
 
 
 def _age(path: Path) -> float | None:
@@ -130,5 +150,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     body = {
         "status": "ok" if healthy else "down",
         "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+        # Only when the database answers: every warning so far is read from it.
+        "warnings": health_warnings() if checks["database"][0] else [],
     }
     return JsonResponse(body, status=200 if healthy else 503)

@@ -1,4 +1,4 @@
-"""Query filters for the ingest-record, CDR and CMR list endpoints."""
+"""Query filters for the ingest-record, CDR, CMR and call list endpoints."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ import django_filters as filters
 from django.db.models import Q, QuerySet
 
 from calltelemetry.filters import UtcDateTimeFilter
-from cdr.models import Cdr, CdrFile, Cmr
+from cdr.models import Call, Cdr, CdrFile, Cmr
 
 NUMBER_FIELDS = (
     "calling_party_number",
     "original_called_party_number",
     "final_called_party_number",
     "last_redirect_dn",
+)
+# The numbers of a leg that a call's `number` filter looks at.
+LEG_NUMBER_FIELDS = (
+    "calling_party_number",
+    "original_called_party_number",
+    "final_called_party_number",
 )
 
 
@@ -88,3 +94,44 @@ class CmrFilter(filters.FilterSet):
             "pkid",
             "file",
         ]
+
+
+def call_number_q(number: str) -> Q:
+    """Calls whose caller, dialed or answered-by number is `number`, or one of whose legs has
+    it as calling, original called or final called number (the API filter and admin search).
+    """
+    # The legs are found once through their number indexes (PostgreSQL hashes the
+    # subquery's call ids), not looked up call by call.
+    leg = Q()
+    for field in LEG_NUMBER_FIELDS:
+        leg |= Q(**{field: number})
+    legs = Cdr.objects.filter(leg, call_ref__isnull=False).values("call_ref")
+    return Q(caller=number) | Q(dialed=number) | Q(answered_by=number) | Q(pk__in=legs)
+
+
+class CallFilter(filters.FilterSet):
+    # The same names as the CDR list's time range, on the call's first origination.
+    since = UtcDateTimeFilter(
+        field_name="started_at", lookup_expr="gte", label="Started at or after (ISO-8601)"
+    )
+    until = UtcDateTimeFilter(
+        field_name="started_at", lookup_expr="lt", label="Started before (ISO-8601)"
+    )
+    number = filters.CharFilter(
+        method="filter_number",
+        label="Caller, dialed, answered-by, or any leg's calling, original called or final "
+        "called number (exact)",
+    )
+    mos_below = filters.NumberFilter(
+        field_name="mos_min", lookup_expr="lt", label="Lowest MOS of any endpoint below this"
+    )
+    settled = filters.BooleanFilter(
+        field_name="settled_at", lookup_expr="isnull", exclude=True, label="Settled (not open)"
+    )
+
+    class Meta:
+        model = Call
+        fields = ["cluster", "answered", "missed", "voicemail"]
+
+    def filter_number(self, queryset: QuerySet[Call], name: str, value: str) -> QuerySet[Call]:
+        return queryset.filter(call_number_q(value))

@@ -10,6 +10,7 @@ from django.db.models import Count, Max, Sum
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cdr.models import CdrFile
+from cdr.zero_duration import PARAMETER, zero_duration_missing
 
 
 def ingest_metrics(now: datetime) -> Iterator[Metric]:
@@ -48,3 +49,13 @@ def ingest_metrics(now: datetime) -> Iterator[Metric]:
     for cluster, last in latest:
         lag.add_metric([cluster], (now - last).total_seconds())
     yield lag
+
+    zero = GaugeMetricFamily(
+        "calltelemetry_cdr_zero_duration_missing",
+        "1: the cluster sent 200+ CDRs in the last 24 h and none for a never-connected call, so "
+        f'"{PARAMETER}" is probably False on its CUCM; 0: fine or too few CDRs to tell',
+        labels=["cluster"],
+    )
+    for cluster, missing in zero_duration_missing().items():
+        zero.add_metric([cluster], 1 if missing else 0)
+    yield zero

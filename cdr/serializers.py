@@ -1,4 +1,4 @@
-"""API bodies for ingest records, CDRs and CMRs.
+"""API bodies for ingest records, CDRs, CMRs and calls.
 
 List rows carry the typed columns and the decoded values people read at a glance; the detail
 adds every field by CUCM header name (and the CMR voice-quality metrics), which needs the
@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import UploadedFile
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from cdr.models import Cdr, CdrFile, Cmr
+from cdr.models import Call, Cdr, CdrFile, Cmr
 
 
 class RowErrorSerializer(serializers.Serializer):
@@ -67,7 +67,18 @@ class CdrFileUploadSerializer(serializers.Serializer):
         return value
 
 
+def _call_field() -> serializers.PrimaryKeyRelatedField:
+    # `call_ref`, because `call_id` is CUCM's global call id.
+    return serializers.PrimaryKeyRelatedField(
+        source="call_ref",
+        read_only=True,
+        allow_null=True,
+        help_text="The call this record belongs to (null until ingest assigns one)",
+    )
+
+
 class CdrSerializer(serializers.ModelSerializer):
+    call = _call_field()
     orig_ip = serializers.CharField(read_only=True, allow_null=True)
     dest_ip = serializers.CharField(read_only=True, allow_null=True)
     orig_cause_text = serializers.CharField(read_only=True)
@@ -103,6 +114,7 @@ class CdrSerializer(serializers.ModelSerializer):
             "orig_cause_text",
             "dest_cause_value",
             "dest_cause_text",
+            "call",
             "ingested_at",
         ]
         read_only_fields = fields
@@ -124,6 +136,8 @@ class CdrDetailSerializer(CdrSerializer):
 
 
 class CmrSerializer(serializers.ModelSerializer):
+    call = _call_field()
+
     class Meta:
         model = Cmr
         fields = [
@@ -143,6 +157,8 @@ class CmrSerializer(serializers.ModelSerializer):
             "jitter",
             "latency",
             "packets_lost",
+            "mos",
+            "call",
             "ingested_at",
         ]
         read_only_fields = fields
@@ -166,3 +182,67 @@ class CmrDetailSerializer(CmrSerializer):
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
     def get_vq_metrics(self, obj: Cmr) -> dict[str, str]:
         return obj.vq_metrics
+
+
+class CallSerializer(serializers.ModelSerializer):
+    """A call's facts as of its last settle, under the model's (snake_case) names, as every
+    other API body; the call-scope webhook payload carries the same facts in camelCase."""
+
+    cause_text = serializers.CharField(read_only=True)
+    settled = serializers.SerializerMethodField(help_text="False while legs or CMRs may arrive")
+
+    class Meta:
+        model = Call
+        fields = [
+            "id",
+            "cluster",
+            "call_manager_id",
+            "call_id",
+            "started_at",
+            "ended_at",
+            "legs",
+            "cmr_count",
+            "answered",
+            "missed",
+            "voicemail",
+            "transferred",
+            "forwarded",
+            "conference",
+            "duration",
+            "ring_seconds",
+            "caller",
+            "dialed",
+            "answered_by",
+            "cause",
+            "cause_text",
+            "mos_min",
+            "jitter_max",
+            "loss_pct",
+            "settled",
+            "settled_at",
+            "first_arrival_at",
+            "last_arrival_at",
+        ]
+        read_only_fields = fields
+
+    def get_settled(self, obj: Call) -> bool:
+        return obj.settled_at is not None
+
+
+class CallDetailSerializer(CallSerializer):
+    cdrs = serializers.SerializerMethodField(help_text="The legs, in origination order")
+    cmrs = serializers.SerializerMethodField(help_text="The endpoints' CMRs, by stamp time")
+
+    class Meta(CallSerializer.Meta):
+        fields = [*CallSerializer.Meta.fields, "cdrs", "cmrs"]
+        read_only_fields = fields
+
+    @extend_schema_field(CdrSerializer(many=True))
+    def get_cdrs(self, obj: Call) -> list[dict]:
+        legs = obj.cdr_set.select_related("layout").order_by("origination_at", "id")
+        return CdrSerializer(legs, many=True, context=self.context).data
+
+    @extend_schema_field(CmrSerializer(many=True))
+    def get_cmrs(self, obj: Call) -> list[dict]:
+        cmrs = obj.cmr_set.select_related("layout").order_by("stamp_at", "id")
+        return CmrSerializer(cmrs, many=True, context=self.context).data

@@ -1,4 +1,4 @@
-"""REST endpoints for ingest records (and uploads), CDRs and CMRs.
+"""REST endpoints for ingest records (and uploads), CDRs, CMRs and calls.
 
 Views stay thin: an upload is streamed into the drop folder's queue and handed to
 `file_enqueue`, exactly as the watcher does, so an uploaded file is ingested by a Celery
@@ -30,9 +30,11 @@ from rest_framework.serializers import BaseSerializer
 
 from calltelemetry.schema import ApiSchema
 from cdr.dropfolder import Folders, file_enqueue
-from cdr.filters import CdrFileFilter, CdrFilter, CmrFilter
-from cdr.models import Cdr, CdrFile, Cmr
+from cdr.filters import CallFilter, CdrFileFilter, CdrFilter, CmrFilter
+from cdr.models import Call, Cdr, CdrFile, Cmr
 from cdr.serializers import (
+    CallDetailSerializer,
+    CallSerializer,
     CdrDetailSerializer,
     CdrFileSerializer,
     CdrFileUploadSerializer,
@@ -166,3 +168,19 @@ class CmrViewSet(_RecordViewSet):
 
     def get_queryset(self) -> QuerySet[Cmr]:
         return Cmr.objects.select_related("layout")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Search calls", tags=["calls"]),
+    retrieve=extend_schema(summary="Show one call with its legs (CDRs) and CMRs", tags=["calls"]),
+)
+class CallViewSet(_RecordViewSet):
+    """Calls (the legs and CMRs CUCM wrote for one conversation), newest first. A call merged
+    into another is part of that one and never shown on its own."""
+
+    serializer_class = CallSerializer
+    detail_serializer_class = CallDetailSerializer
+    filterset_class = CallFilter
+
+    def get_queryset(self) -> QuerySet[Call]:
+        return Call.objects.filter(merged_into__isnull=True)
