@@ -521,7 +521,7 @@ def test_the_test_event_of_a_call_webhook_is_a_sample_call(
             "conference": False,
             "legs": 1,
             "duration": 0,
-            "ringSeconds": None,
+            "ringSeconds": 3,
             "caller": "1000",
             "dialed": "1000",
             "answeredBy": "",

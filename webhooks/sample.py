@@ -118,7 +118,8 @@ SAMPLE_CALL: dict[str, Any] = {
     "conference": False,
     "legs": 1,
     "duration": 0,
-    "ring_seconds": None,
+    # Never connected: it rang from origination until it ended (`cdr.facts`).
+    "ring_seconds": int(SAMPLE_CDR["dateTimeDisconnect"]) - int(SAMPLE_CDR["dateTimeOrigination"]),
     "caller": SAMPLE_CDR["callingPartyNumber"],
     "dialed": SAMPLE_CDR["originalCalledPartyNumber"],
     "answered_by": "",
