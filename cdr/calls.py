@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from cdr import sql as calls_sql
 from cdr.contracts import call_listener
-from cdr.facts import CallFacts, Leg, awaits_continuation, call_facts
+from cdr.facts import FORWARD_REASONS, SPLIT, CallFacts, Leg, awaits_continuation, call_facts
 from cdr.models import CallKey
 from cdr.parsing import Layout, Row
 
@@ -248,29 +248,50 @@ def calls_settle(
     `SETTLE_BATCH` calls; the calls settled. Several sweeps may run at once: each call is
     settled by one of them."""
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.CALL_SETTLE_SECONDS)
+    cutoff = None if force else now - timedelta(seconds=settings.CALL_SETTLE_SECONDS)
     settled: list[int] = []
     pending = sorted(set(call_ids)) if call_ids is not None else None
-    while pending is None or pending:
+    while True:
         size = SETTLE_BATCH if limit is None else min(SETTLE_BATCH, limit - len(settled))
-        if size <= 0:
+        chunk = None
+        if pending is not None:
+            chunk, pending = pending[:size], pending[size:]
+        if size <= 0 or chunk == []:
             break
         with transaction.atomic():
-            if pending is not None:
-                chunk, pending = pending[:size], pending[size:]
-                due = calls_sql.calls_lock(chunk, None if force else cutoff, now)
-            else:
-                due = calls_sql.calls_due(cutoff, now, size)
-            if not due:
-                if pending:
-                    continue
-                break
-            done = _settle(due, now, force=force)
+            done, seen = _settle_batch(now, cutoff, size, chunk, force=force)
             settled += done
             listener = call_listener() if notify else None
             if done and listener is not None:
                 listener.settled(done)
+        if chunk is None and not seen:
+            break  # nothing more is due
     return settled
+
+
+def _settle_batch(
+    now: datetime, cutoff: datetime | None, size: int, ids: list[int] | None, *, force: bool
+) -> tuple[list[int], int]:
+    """One batch, in the caller's transaction: the calls settled with facts, and how many
+    calls the batch took up (settled or held)."""
+    if connection.vendor == "postgresql":
+        return calls_sql.calls_settle_in_one_statement(
+            now=now,
+            cutoff=cutoff,
+            limit=size,
+            ids=ids,
+            force=force,
+            hold_until=now + CONTINUATION_WAIT,
+            voicemail=settings.VOICEMAIL_NUMBERS,
+            forward_reasons=FORWARD_REASONS,
+            split=SPLIT,
+        )
+    if ids is not None:
+        due = calls_sql.calls_lock(ids, cutoff, now)
+    else:
+        assert cutoff is not None
+        due = calls_sql.calls_due(cutoff, now, size)
+    return (_settle(due, now, force=force) if due else []), len(due)
 
 
 def _settle(due: dict[int, bool], now: datetime, *, force: bool) -> list[int]:

@@ -186,7 +186,7 @@ def call_facts(
         dialed=dialed,
         answered_by=by_person[0].final_called if by_person else "",
         cause=_cause(last),
-        mos_min=round(min(moses), 4) if moses else None,
+        mos_min=min(moses) if moses else None,
         jitter_max=max(jitters) if jitters else None,
-        loss_pct=round(100 * lost / expected, 3) if quality and expected else None,
+        loss_pct=100 * lost / expected if quality and expected else None,
     )

@@ -106,7 +106,8 @@ def call_number_q(number: str) -> Q:
     for field in LEG_NUMBER_FIELDS:
         leg |= Q(**{field: number})
     legs = Cdr.objects.filter(leg, call_ref__isnull=False).values("call_ref")
-    return Q(caller=number) | Q(dialed=number) | Q(answered_by=number) | Q(pk__in=legs)
+    # caller, dialed and answered-by are numbers of the call's legs: the legs say it all.
+    return Q(pk__in=legs)
 
 
 class CallFilter(filters.FilterSet):

@@ -141,6 +141,7 @@ class Call(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         db_constraint=False,
+        db_index=False,
         related_name="+",
     )
     # Facts, as of the last settle (see cdr.calls.call_facts for the rules).
@@ -174,10 +175,9 @@ class Call(models.Model):
                 condition=Q(settled_at__isnull=True),
                 name="call_open_by_arrival",
             ),
-            models.Index(fields=["cluster", "call_manager_id", "call_id"], name="call_global_id"),
-            models.Index(fields=["caller"], name="call_caller"),
-            models.Index(fields=["dialed"], name="call_dialed"),
-            models.Index(fields=["answered_by"], name="call_answered_by"),
+            # No index on the numbers: each is a number of one of the call's legs, and a
+            # search by number goes through the legs' indexes. Every index here is written
+            # again when the sweep stores a call's facts.
         ]
 
     def __str__(self) -> str:

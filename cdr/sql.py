@@ -657,3 +657,225 @@ def calls_facts_store(rows: Sequence[tuple[int, CallFacts | None]], now: datetim
         _execute(
             f"UPDATE {name} SET {state}, {sets} FROM {source} WHERE {name}.{pk} = v.id", params
         )
+
+
+# --- settling in one statement (PostgreSQL) ------------------------------------------------
+
+# `cdr.facts.call_facts`, written as aggregates over a batch of calls' legs, so that
+# PostgreSQL settles a batch in one statement without a leg travelling to Python. The Python
+# function stays the definition: tests/test_calls.py compares both over every scenario.
+_FACTS_SQL = """
+WITH due AS ({due}),
+leg AS (
+  SELECT l.{call_ref} AS call, l.{cdr_id} AS id,
+    {orig} AS orig, {conn} AS conn, {disc} AS disc,
+    l.{calling} AS calling, l.{original} AS original, l.{final} AS final,
+    l.{orig_cause} AS orig_cause, l.{dest_cause} AS dest_cause,
+    l.{orig_term} AS orig_term, l.{dest_term} AS dest_term, l.{join} AS joins,
+    l.{orig_rr} AS orig_rr, l.{last_rr} AS last_rr,
+    l.{orig_ro} AS orig_ro, l.{last_ro} AS last_ro,
+    {conn} IS NOT NULL AND NOT (l.{final} = ANY(%(vm)s::text[])) AS person
+  FROM {cdr} l JOIN due ON l.{call_ref} = due.id
+),
+f AS (
+  SELECT call, count(*) AS legs,
+    (array_agg(orig ORDER BY COALESCE(orig, 0), id))[1] AS started,
+    (array_agg(calling ORDER BY COALESCE(orig, 0), id))[1] AS caller,
+    (array_agg(COALESCE(NULLIF(original, ''), final) ORDER BY COALESCE(orig, 0), id))[1]
+      AS dialed,
+    max(disc) AS last_disc,
+    min(conn) AS first_conn,
+    max(COALESCE(disc, 0)) FILTER (WHERE conn IS NOT NULL) AS last_conn_disc,
+    COALESCE(bool_or(person), false) AS answered,
+    COALESCE(bool_or(conn IS NOT NULL AND final = ANY(%(vm)s::text[])), false) AS voicemail,
+    COALESCE(bool_or(original <> '' OR final <> ''), false) AS dialled,
+    COALESCE(bool_or(10 IN (orig_term, dest_term, joins, orig_ro, last_ro)
+      OR orig_rr IN (4, 34) OR last_rr IN (4, 34)), false) AS transferred,
+    COALESCE(bool_or(4 IN (orig_term, dest_term, joins, orig_ro, last_ro)
+      OR orig_rr = 98 OR last_rr = 98 OR final LIKE 'b00%%'), false) AS conference,
+    COALESCE(bool_or(5 IN (orig_term, dest_term, joins, orig_ro, last_ro)
+      OR 14 IN (orig_term, dest_term, joins, orig_ro, last_ro)
+      OR orig_rr = ANY(%(forward)s::int[]) OR last_rr = ANY(%(forward)s::int[])), false)
+      AS forwarded,
+    (array_agg(final ORDER BY conn, id) FILTER (WHERE person))[1] AS answered_by,
+    (array_agg(CASE
+        WHEN COALESCE(dest_cause, 0) NOT IN (0, %(split)s) THEN dest_cause
+        WHEN COALESCE(orig_cause, 0) NOT IN (0, %(split)s) THEN orig_cause
+        WHEN COALESCE(dest_cause, 0) <> 0 THEN dest_cause
+        ELSE orig_cause END
+      ORDER BY COALESCE(disc, 0) DESC, id DESC))[1] AS cause,
+    COALESCE(bool_or(orig_term IN (10, 4) OR dest_term IN (10, 4)), false)
+      AND NOT COALESCE(bool_or(joins IN (10, 4)), false) AS awaits
+  FROM leg GROUP BY call
+),
+q AS (
+  SELECT m.{cmr_call_ref} AS call, count(*) AS n,
+    min(m.{mos}) FILTER (WHERE m.{mos} > 0) AS mos_min,
+    max(m.{jitter}) AS jitter_max,
+    sum(GREATEST(COALESCE(m.{lost}, 0), 0)) AS lost,
+    sum(GREATEST(COALESCE(m.{received}, 0), 0)) AS received
+  FROM {cmr} m JOIN due ON m.{cmr_call_ref} = due.id GROUP BY 1
+),
+x AS (
+  SELECT due.id, f.call IS NOT NULL AS has_legs,
+    NOT %(force)s AND NOT due.expired AND (f.call IS NULL OR f.awaits) AS hold
+  FROM due LEFT JOIN f ON f.call = due.id
+),
+held AS (
+  UPDATE {call} c SET {held_until} = %(hold_until)s FROM x WHERE c.{id} = x.id AND x.hold
+  RETURNING c.{id}
+),
+settled AS (
+  UPDATE {call} c SET {settled_at} = %(now)s, {held_until} = NULL,
+    {settle_count} = c.{settle_count} + 1,
+    {started_at} = CASE WHEN x.has_legs THEN to_timestamp(f.started) ELSE c.{started_at} END,
+    {ended_at} = CASE WHEN x.has_legs THEN to_timestamp(COALESCE(f.last_disc, f.started))
+      ELSE c.{ended_at} END,
+    {legs} = COALESCE(f.legs, c.{legs}),
+    {cmr_count} = CASE WHEN x.has_legs THEN COALESCE(q.n, 0) ELSE c.{cmr_count} END,
+    {answered} = COALESCE(f.answered, c.{answered}),
+    {missed} = COALESCE(NOT f.answered AND f.dialled, c.{missed}),
+    {voicemail} = COALESCE(f.voicemail, c.{voicemail}),
+    {transferred} = COALESCE(f.transferred, c.{transferred}),
+    {forwarded} = COALESCE(f.forwarded, c.{forwarded}),
+    {conference} = COALESCE(f.conference, c.{conference}),
+    {duration} = CASE WHEN NOT x.has_legs THEN c.{duration}
+      WHEN f.answered AND f.first_conn IS NOT NULL
+        THEN GREATEST(0, f.last_conn_disc - f.first_conn) ELSE 0 END,
+    {ring_seconds} = CASE WHEN NOT x.has_legs THEN c.{ring_seconds}
+      WHEN f.started IS NULL THEN NULL
+      WHEN f.first_conn IS NOT NULL THEN GREATEST(0, f.first_conn - f.started)
+      ELSE GREATEST(0, COALESCE(f.last_disc, f.started) - f.started) END,
+    {caller} = COALESCE(f.caller, c.{caller}),
+    {dialed} = COALESCE(f.dialed, c.{dialed}),
+    {answered_by} = CASE WHEN x.has_legs THEN COALESCE(f.answered_by, '')
+      ELSE c.{answered_by} END,
+    {cause} = CASE WHEN x.has_legs THEN f.cause ELSE c.{cause} END,
+    {mos_min} = CASE WHEN x.has_legs THEN q.mos_min ELSE c.{mos_min} END,
+    {jitter_max} = CASE WHEN x.has_legs THEN q.jitter_max ELSE c.{jitter_max} END,
+    {loss_pct} = CASE WHEN x.has_legs AND q.lost + q.received > 0
+      THEN CAST(100 * q.lost AS double precision) / CAST(q.lost + q.received AS double precision)
+      WHEN x.has_legs THEN NULL
+      ELSE c.{loss_pct} END
+  FROM x LEFT JOIN f ON f.call = x.id LEFT JOIN q ON q.call = x.id
+  WHERE c.{id} = x.id AND NOT x.hold
+  RETURNING c.{id}, x.has_legs
+)
+SELECT id, has_legs FROM settled UNION ALL SELECT id, false FROM held
+"""
+
+
+def _facts_statement(due: str) -> str:
+    cdr = {
+        name: column(Cdr, field)
+        for name, field in (
+            ("call_ref", "call_ref"),
+            ("calling", "calling_party_number"),
+            ("original", "original_called_party_number"),
+            ("final", "final_called_party_number"),
+            ("orig_cause", "orig_cause_value"),
+            ("dest_cause", "dest_cause_value"),
+            ("orig_term", "orig_termination_on_behalf_of"),
+            ("dest_term", "dest_termination_on_behalf_of"),
+            ("join", "join_on_behalf_of"),
+            ("orig_rr", "orig_redirect_reason"),
+            ("last_rr", "last_redirect_reason"),
+            ("orig_ro", "orig_redirect_on_behalf_of"),
+            ("last_ro", "last_redirect_on_behalf_of"),
+        )
+    }
+    times = {
+        name: _epoch("l." + column(Cdr, field))
+        for name, field in (
+            ("orig", "origination_at"),
+            ("conn", "connect_at"),
+            ("disc", "disconnect_at"),
+        )
+    }
+    cmr = {
+        "cmr_call_ref": column(Cmr, "call_ref"),
+        "mos": column(Cmr, "mos"),
+        "jitter": column(Cmr, "jitter"),
+        "lost": column(Cmr, "packets_lost"),
+        "received": column(Cmr, "packets_received"),
+    }
+    calls = {
+        name: column(Call, name)
+        for name in (
+            "settled_at",
+            "held_until",
+            "settle_count",
+            "started_at",
+            "ended_at",
+            "legs",
+            "cmr_count",
+            "answered",
+            "missed",
+            "voicemail",
+            "transferred",
+            "forwarded",
+            "conference",
+            "duration",
+            "ring_seconds",
+            "caller",
+            "dialed",
+            "answered_by",
+            "cause",
+            "mos_min",
+            "jitter_max",
+            "loss_pct",
+        )
+    }
+    return _FACTS_SQL.format(
+        cdr_id=column(Cdr, "id"),
+        due=due,
+        cdr=table(Cdr),
+        cmr=table(Cmr),
+        call=table(Call),
+        id=column(Call, "id"),
+        **cdr,
+        **times,
+        **cmr,
+        **calls,
+    )
+
+
+def calls_settle_in_one_statement(
+    *,
+    now: datetime,
+    cutoff: datetime | None,
+    limit: int,
+    ids: Sequence[int] | None,
+    force: bool,
+    hold_until: datetime,
+    voicemail: Iterable[str],
+    forward_reasons: Iterable[int],
+    split: int,
+) -> tuple[list[int], int]:
+    """PostgreSQL: settle one batch of due calls (or of `ids`) in one statement — pick and
+    lock them, compute their facts from their legs and CMRs, hold those that wait, store
+    the rest; the ids settled with facts (what the call listener is told), and how many
+    calls the batch took up."""
+    held = column(Call, "held_until")
+    where = f"{_open()} AND ({held} IS NULL OR {held} <= %(now)s OR %(force)s)"
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "force": force,
+        "hold_until": hold_until,
+        "vm": pg_array(sorted(voicemail)),
+        "forward": _pg_column("integer", sorted(forward_reasons)),
+        "split": split,
+    }
+    if ids is not None:
+        where += f" AND {column(Call, 'id')} {_in('ids', ids, params)}"
+    if cutoff is not None:
+        params["cutoff"] = cutoff
+        where += f" AND {column(Call, 'last_arrival_at')} <= %(cutoff)s"
+    due = (
+        f"SELECT {column(Call, 'id')} AS id, {held} IS NOT NULL AS expired FROM {table(Call)} "
+        f"WHERE {where} ORDER BY {column(Call, 'last_arrival_at')} LIMIT %(limit)s "
+        "FOR UPDATE SKIP LOCKED"
+    )
+    rows = _execute(_facts_statement(due), params)
+    return sorted(call_id for call_id, has_legs in rows if has_legs), len(rows)

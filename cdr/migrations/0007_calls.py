@@ -87,7 +87,7 @@ class Migration(migrations.Migration):
                 ('mos_min', models.FloatField(blank=True, null=True)),
                 ('jitter_max', models.IntegerField(blank=True, null=True)),
                 ('loss_pct', models.FloatField(blank=True, null=True)),
-                ('merged_into', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='cdr.call')),
+                ('merged_into', models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='cdr.call')),
             ],
             options={
                 'ordering': ['-started_at', '-id'],
@@ -117,22 +117,6 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='call',
             index=models.Index(condition=models.Q(('settled_at__isnull', True)), fields=['last_arrival_at'], name='call_open_by_arrival'),
-        ),
-        migrations.AddIndex(
-            model_name='call',
-            index=models.Index(fields=['cluster', 'call_manager_id', 'call_id'], name='call_global_id'),
-        ),
-        migrations.AddIndex(
-            model_name='call',
-            index=models.Index(fields=['caller'], name='call_caller'),
-        ),
-        migrations.AddIndex(
-            model_name='call',
-            index=models.Index(fields=['dialed'], name='call_dialed'),
-        ),
-        migrations.AddIndex(
-            model_name='call',
-            index=models.Index(fields=['answered_by'], name='call_answered_by'),
         ),
         migrations.AddConstraint(
             model_name='callkey',
