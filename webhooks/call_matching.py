@@ -4,7 +4,7 @@ A call-scope webhook's conditions are AND-ed like a record webhook's. A `call.*`
 reads one fact of the settled call (`cdr.models.Call`); a condition on a plain CDR field
 holds when at least one of the call's legs satisfies it, each condition on its own (two
 conditions may be met by two different legs). A fact the call does not have (NULL: no
-MOS reported, never answered so no ring time) fails every condition but `is_empty`.
+MOS reported, no CMR for jitter or loss) fails every condition but `is_empty`.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ CALL_FIELDS: tuple[CallFieldSpec, ...] = tuple(
             "call.ringSeconds",
             "ring_seconds",
             "integer",
-            "seconds from origination to the first connect; empty if never answered",
+            "seconds from origination to the first connect; if nothing connected, until it ended",
         ),
         ("call.caller", "caller", "text", "calling party number of the first leg"),
         ("call.dialed", "dialed", "text", "original called party number of the first leg"),
