@@ -299,7 +299,8 @@ def _rows(
     names = [name for name, _ in columns]
     if _postgres():
         params = {
-            f"{alias}_{name}": pg_array(row[i] for row in rows) for i, name in enumerate(names)
+            f"{alias}_{name}": _pg_column(kind, [row[i] for row in rows])
+            for i, (name, kind) in enumerate(columns)
         }
         arrays = ", ".join(f"%({alias}_{name})s::{kind}[]" for name, kind in columns)
         return f"unnest({arrays}) AS {alias}({', '.join(names)})", params

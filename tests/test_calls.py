@@ -329,3 +329,49 @@ def test_a_transfer_over_two_nodes_files_delivered_out_of_order_is_one_call(
         2.9,
         len(cmrs),
     )
+
+
+_KILLED_MID_SETTLE = """
+import os, signal, django
+django.setup()
+from datetime import timedelta
+from django.utils import timezone
+from cdr import calls
+real = calls.call_listener()
+
+class DiesAfterFiring:
+    def settled(self, call_ids):
+        real.settled(call_ids)  # deliveries written, transaction not committed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+calls.call_listener = lambda: DiesAfterFiring()
+calls.calls_settle(now=timezone.now() + timedelta(seconds=121))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_settle_fires_each_call_once_after_all(
+    files: Files, process_env: dict[str, str]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from webhooks.models import Delivery, Webhook
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a second process writing mid-transaction needs PostgreSQL")
+    Webhook.objects.create(
+        name="every call", url="http://127.0.0.1:9/hook", scope=Webhook.Scope.CALL
+    )
+    calls = generator.iter_calls(records=50, mix={"answered": 1}, seed=31)
+    files.ingest("cdr", [call.records[0].cdr for call in calls])
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_SETTLE], env=process_env, cwd=ROOT, timeout=120
+    )
+    assert child.returncode == -9  # killed inside the settle's transaction
+    assert Call.objects.filter(settled_at__isnull=True).count() == 50
+    assert Delivery.objects.count() == 0  # what it wrote went with its transaction
+    assert len(settle_all()) == 50
+    assert Delivery.objects.filter(call__isnull=False).count() == 50
+    assert settle_all() == [] and Delivery.objects.count() == 50

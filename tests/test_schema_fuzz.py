@@ -4,7 +4,6 @@ token; no response may be a 5xx or disagree with the schema."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,7 +120,6 @@ def test_every_operation_survives_generated_requests(
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application, headers=headers)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
-    started = time.monotonic()
     failures: list[str] = []
 
     def check(operation: Any, **strategy: Any) -> None:
@@ -150,6 +148,4 @@ def test_every_operation_survives_generated_requests(
             delivery = Delivery.objects.values_list("pk", flat=True).first()
             if delivery is not None:
                 check(operation, path_parameters={"id": delivery})
-    elapsed = time.monotonic() - started
     assert not failures, "\n\n".join(failures)
-    assert elapsed < 120

@@ -9,11 +9,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
 from licensing.gating import webhooks_license_problem
+from webhooks.call_matching import CALL_FIELDS
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
@@ -34,13 +35,16 @@ def _field_choices() -> list[tuple[str, list[tuple[str, str]]]]:
     label = {"time": "Times", "number": "Numbers", "text": "Text"}
     for spec in CDR_FIELDS:
         groups[label[field_kind(spec)]].append((spec.name, spec.name))
-    return list(groups.items())
+    calls = [(spec.name, spec.name) for spec in CALL_FIELDS]
+    return [("Call (call-scope webhooks only)", calls), *groups.items()]
 
 
 class ConditionForm(forms.ModelForm):
     field = forms.ChoiceField(choices=_field_choices())
     value = forms.CharField(
-        required=False, help_text="a list is comma-separated; times take epoch, ISO-8601 or Never"
+        required=False,
+        help_text="a list is comma-separated; times take epoch, ISO-8601 or Never; call "
+        "booleans take true or false",
     )
 
     class Meta:
@@ -116,6 +120,14 @@ class WebhookForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False),
         help_text="whsec_… (never shown again); leave empty to keep the current one",
     )
+    # Not required: a form posted without it (an older page, a script) keeps the stored
+    # scope, record for a new webhook.
+    scope = forms.ChoiceField(
+        choices=Webhook.Scope.choices,
+        required=False,
+        initial=Webhook.Scope.RECORD,
+        help_text=Webhook._meta.get_field("scope").help_text,
+    )
     generate_secret = forms.BooleanField(required=False, help_text="generate a new secret")
     remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
 
@@ -124,7 +136,7 @@ class WebhookForm(forms.ModelForm):
 
     class Meta:
         model = Webhook
-        fields = ["name", "url", "enabled", "meta"]
+        fields = ["name", "url", "enabled", "scope", "meta"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -182,6 +194,7 @@ class WebhookForm(forms.ModelForm):
             "name": data.get("name"),
             "url": data.get("url"),
             "enabled": bool(data.get("enabled")),
+            "scope": data.get("scope") or None,
             "meta": data.get("meta"),
             "conditions": None if conditions is None else [
                 {key: row.cleaned_data.get(key) for key in ("field", "operator", "value")}
@@ -239,14 +252,14 @@ class WebhookAdmin(admin.ModelAdmin):
     form = WebhookForm
     inlines = [ConditionInline, HeaderInline]
     list_display = [
-        "name", "enabled", "destination", "hit_count", "last_hit_at", "delivered_count",
+        "name", "enabled", "scope", "destination", "hit_count", "last_hit_at", "delivered_count",
         "failed_count", "last_status", "deliveries_link",
     ]  # fmt: skip
-    list_filter = ["enabled"]
+    list_filter = ["enabled", "scope"]
     search_fields = ["name", "url"]
     readonly_fields = ["signing", *STATISTICS]
     fieldsets = [
-        (None, {"fields": ["name", "url", "enabled", "meta"]}),
+        (None, {"fields": ["name", "url", "enabled", "scope", "meta"]}),
         ("Signing", {"fields": ["signing", "new_secret", "generate_secret", "remove_secret"]}),
         ("Statistics", {"fields": STATISTICS}),
     ]
@@ -368,7 +381,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "next_attempt_at", "last_status_code", "last_error_shown", "created_at", "finished_at",
         "body_shown",
     ]  # fmt: skip
-    exclude = ["cdr", "claimed_until", "schedule_start", "last_error"]
+    exclude = ["cdr", "call", "claimed_until", "schedule_start", "last_error"]
     actions = ["redeliver"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -401,10 +414,20 @@ class DeliveryAdmin(admin.ModelAdmin):
             preview,
         )
 
-    @admin.display(description="CDR")
+    @admin.display(description="CDR / call")
     def cdr_link(self, obj: Delivery) -> str:
+        """What the delivery is about: a record (record scope) or a call (call scope)."""
+        if obj.call_id is not None:
+            try:
+                url = reverse("admin:cdr_call_change", args=[obj.call_id])
+            except NoReverseMatch:  # no admin page for calls on this install
+                return f"call {obj.call_id}"
+            return format_html('<a href="{}">call {}</a>', url, obj.call_id)
         if obj.cdr_id is None:
-            return "synthetic test record" if obj.kind == Delivery.Kind.TEST else "—"
+            if obj.kind != Delivery.Kind.TEST:
+                return "—"
+            scope_call = obj.webhook.scope == Webhook.Scope.CALL
+            return "synthetic test call" if scope_call else "synthetic test record"
         url = reverse("admin:cdr_cdr_change", args=[obj.cdr_id])
         return format_html('<a href="{}">CDR {}</a>', url, obj.cdr_id)
 

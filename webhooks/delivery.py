@@ -34,7 +34,7 @@ from licensing.gating import webhooks_license_problem
 from webhooks import http, lifecycle, redaction, sql
 from webhooks.lifecycle import BATCH_MAX
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
-from webhooks.payload import StoredCdr, payload_body, stored_cdrs
+from webhooks.payload import StoredCdr, payload_body, stored_calls, stored_cdrs
 
 log = logging.getLogger(__name__)
 
@@ -212,27 +212,37 @@ def deliveries_send(
             sendable.append(delivery)
 
     records = stored_cdrs(d.cdr_id for d in sendable if d.cdr_id is not None)
+    calls = stored_calls(d.call_id for d in sendable if d.call_id is not None)
     # Deliveries that fail without a send, no retry can help them: (delivery, reason, label).
     unsent: list[tuple[Delivery, str, str]] = []
     jobs: list[_Send] = []
     for delivery in sendable:
         webhook, custom = snapshots[delivery.webhook_id]
         record = records.get(delivery.cdr_id) if delivery.cdr_id is not None else None
+        call = calls.get(delivery.call_id) if delivery.call_id is not None else None
         rendered = not delivery.body
         if rendered:
             # Rendered once, at the first send, and kept: every retry and redelivery sends
             # exactly these bytes.
-            if record is None:
-                unsent.append((delivery, "the record was deleted before it could be sent", "gone"))
+            if record is None and call is None:
+                what = "call" if delivery.call_id is not None else "record"
+                unsent.append((delivery, f"the {what} was deleted before it could be sent", "gone"))
                 results[delivery.pk] = None
                 continue
             try:
-                delivery.body = payload_body(name=webhook.name, meta=webhook.meta, cdr=record.cdr())
+                if call is not None:
+                    delivery.body = call.body(name=webhook.name, meta=webhook.meta)
+                else:
+                    assert record is not None
+                    delivery.body = payload_body(
+                        name=webhook.name, meta=webhook.meta, cdr=record.cdr()
+                    )
             except Exception as exc:  # one stored record must never hold back its batch
                 log.warning(
-                    "delivery %s: cannot render record %s: %s",
+                    "delivery %s: cannot render %s %s: %s",
                     delivery.pk,
-                    record.id,
+                    "call" if call is not None else "record",
+                    (call or record).id,
                     exc,
                     extra={"webhook": webhook.pk, "delivery": delivery.pk, "error_class": "render"},
                 )

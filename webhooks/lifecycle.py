@@ -129,7 +129,7 @@ def held_webhooks(now: datetime) -> QuerySet[Delivery]:
 
 
 def initial_state(now: datetime, *, skipped: bool) -> dict[str, Any]:
-    """Every column of a new event delivery but its webhook, record and event id: pending
+    """Every column of a new event delivery but its webhook, record (or call) and event id: pending
     and due now, already counted as enqueued (the trigger enqueues it when the batch
     commits); or, without a licence, skipped and finished."""
     if skipped:
@@ -207,7 +207,8 @@ def deliveries_sweep() -> int:
 
 
 _CLAIMED_FIELDS = (
-    "id", "webhook_id", "cdr_id", "kind", "event_id", "body", "attempt_count", "schedule_start",
+    "id", "webhook_id", "cdr_id", "call_id", "kind", "event_id", "body", "attempt_count",
+    "schedule_start",
 )  # fmt: skip
 
 

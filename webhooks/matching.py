@@ -493,7 +493,3 @@ def _comparison(
     else:  # lte
         start, stop = 0, bisect_right(numbers, bound)
     return frozenset(texts[start:stop]), running[stop] - running[start]
-
-
-def rules_from(conditions: Iterable[tuple[str, str, object]]) -> list[Rule]:
-    return [validate_condition(f, op, value) for f, op, value in conditions]

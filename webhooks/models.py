@@ -23,9 +23,21 @@ class WebhookQuerySet(models.QuerySet):
 
 
 class Webhook(models.Model):
+    class Scope(models.TextChoices):
+        RECORD = "record", "record: once per matching CDR"
+        CALL = "call", "call: once per matching settled call"
+
     name = models.CharField(max_length=100, unique=True)
     url = models.URLField(max_length=2000, help_text="http:// or https:// destination")
     enabled = models.BooleanField(default=True)
+    scope = models.CharField(
+        max_length=8,
+        choices=Scope.choices,
+        default=Scope.RECORD,
+        db_default=Scope.RECORD,
+        help_text="record: fire per CDR as it is stored; call: fire once per call when it "
+        "settles (call.* conditions, the call's legs and CMRs in the payload)",
+    )
     meta = models.JSONField(default=dict, blank=True, help_text="sent under the `meta` key")
     secret = models.CharField(
         max_length=200, blank=True, help_text="whsec_… signing secret (never shown again)"
@@ -137,10 +149,22 @@ class Delivery(models.Model):
         db_constraint=False,
         db_index=False,
     )
+    # A call-scope webhook's delivery points at its call instead of a record (cdr is NULL),
+    # linked the same way and for the same reasons as `cdr`.
+    call = models.ForeignKey(
+        "cdr.Call",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        db_constraint=False,
+        db_index=False,
+    )
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.EVENT)
     # Unique without an index: the trigger builds it from the delivery's own id (`msg_`, the
     # id in 16 hex digits, 16 random ones: a reinstalled appliance whose ids start again
-    # still sends new webhook-ids), others are `msg_` + a random UUID.
+    # still sends new webhook-ids), others (test sends, call deliveries, SQLite) are `msg_` +
+    # a random UUID.
     event_id = models.CharField(max_length=64, help_text="the webhook-id header (unique)")
     body = models.TextField(
         blank=True,
@@ -173,6 +197,15 @@ class Delivery(models.Model):
                 F("webhook"),
                 Case(When(kind="event", then=F("cdr"))),
                 name="delivery_once_per_webhook_and_cdr",
+            ),
+            # The same for calls: a call settled again (a late leg) or settled by two
+            # racing sweeps fires a webhook once, ever. Partial: record deliveries (call
+            # NULL) are most rows and need no entry here.
+            models.UniqueConstraint(
+                F("webhook"),
+                F("call"),
+                condition=Q(kind="event", call__isnull=False),
+                name="delivery_once_per_webhook_and_call",
             ),
         ]
         indexes = [

@@ -6,8 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cdr.models import Cdr, RecordLayout
+from django.db.models import F
+
+from cdr.models import Call, Cdr, RecordLayout
 from cdr.parsing import split_line
+from webhooks.call_matching import CallRules
+from webhooks.call_trigger import CHUNK, calls_load
 from webhooks.lifecycle import deliveries_requeue
 from webhooks.matching import Rule, compile_rules
 from webhooks.models import Delivery, Webhook
@@ -24,6 +28,9 @@ SAMPLE_COLUMNS = (
     "original_called_party_number",
     "final_called_party_number",
 )
+CALL_SAMPLE_COLUMNS = (
+    "id", "cluster", "started_at", "caller", "dialed", "answered_by", "legs", "duration",
+)  # fmt: skip
 REDELIVERABLE = (
     Delivery.Status.FAILED,
     Delivery.Status.SUCCEEDED,
@@ -34,6 +41,7 @@ REDELIVERABLE = (
 
 @dataclass
 class DryRunResult:
+    scope: str = Webhook.Scope.RECORD  # what `sample` holds: CDRs, or calls
     evaluated: int = 0
     matched: int = 0
     sample: list[dict[str, object]] = field(default_factory=list)
@@ -75,6 +83,41 @@ def cdrs_dry_run(
             result.matched += 1
             if len(result.sample) < DRY_RUN_SAMPLE:
                 result.sample.append(dict(zip(SAMPLE_COLUMNS, columns, strict=True)))
+    return result
+
+
+def calls_dry_run(
+    *,
+    rules: Sequence[Rule],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = DRY_RUN_DEFAULT_LIMIT,
+) -> DryRunResult:
+    """Evaluate a call-scope webhook's rules over stored settled calls, newest first, as
+    they are evaluated when a call settles (`webhooks.call_trigger`). Nothing is stored
+    or sent."""
+    calls = Call.objects.filter(settled_at__isnull=False, merged_into__isnull=True).order_by(
+        F("started_at").desc(nulls_last=True), "-id"
+    )
+    if since is not None:
+        calls = calls.filter(started_at__gte=since)
+    if until is not None:
+        calls = calls.filter(started_at__lt=until)
+    rows = list(calls.values(*CALL_SAMPLE_COLUMNS)[: min(limit, DRY_RUN_MAX_LIMIT)])
+    compiled = CallRules(rules)
+    result = DryRunResult(scope=Webhook.Scope.CALL)
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        batch = calls_load([row["id"] for row in chunk], with_legs=bool(compiled.plain))
+        for row in chunk:
+            facts = batch.facts.get(row["id"])
+            if facts is None:  # merged or reopened meanwhile
+                continue
+            result.evaluated += 1
+            if compiled.matches(facts, batch.legs[row["id"]], batch.leg_rules):
+                result.matched += 1
+                if len(result.sample) < DRY_RUN_SAMPLE:
+                    result.sample.append(row)
     return result
 
 

@@ -3,6 +3,10 @@
 `cdr` holds every non-empty field under its CUCM header name, as text as in the file, except
 the three call times (rendered `YYYY-MM-DDTHH:MM:SSZ` in UTC, 0 → "Never") and `duration`
 (a JSON integer) — the shape of the product page's reference payload.
+
+A call-scope webhook sends `{"call": {...}, "cdrs": [...], "cmrs": [...], "meta": {...},
+"name": "..."}`: the call's facts, each leg exactly as a record webhook's `cdr` (origination
+order) and each CMR's non-empty fields as text.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from calltelemetry.caching import BoundedCache
+from webhooks.call_matching import CALL_FIELDS, CALL_PREFIX
 
 TIME_FIELDS = frozenset({"dateTimeOrigination", "dateTimeConnect", "dateTimeDisconnect"})
 
@@ -115,10 +120,111 @@ def stored_cdrs(cdr_ids: Iterable[int]) -> dict[int, StoredCdr]:
     return found
 
 
-def event_body(*, cdr_id: int | None, name: str, meta: dict[str, Any]) -> str | None:
-    """An event delivery's body, rendered from its stored CDR (the trigger stores no body, so
-    matching stays cheap: it is rendered when first sent, or for a preview); None when the
-    record no longer exists."""
+def _utc(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The payload's `call` keys after its identity and times: each call field's camelCase name.
+CALL_KEYS: tuple[tuple[str, str], ...] = tuple(
+    (spec.name.removeprefix(CALL_PREFIX), spec.attr) for spec in CALL_FIELDS
+)
+# The Call columns a payload reads.
+CALL_COLUMNS = (
+    "id", "cluster", "call_manager_id", "call_id", "started_at", "ended_at",
+    *(attr for _, attr in CALL_KEYS),
+)  # fmt: skip
+
+
+def call_object(call: dict[str, Any]) -> dict[str, Any]:
+    """The payload's `call` object from a Call's `CALL_COLUMNS` values."""
+    rendered: dict[str, Any] = {
+        "cluster": call["cluster"],
+        "callManagerId": call["call_manager_id"],
+        "callId": call["call_id"],
+        "started": _utc(call["started_at"]),
+        "ended": _utc(call["ended_at"]),
+    }
+    for key, attr in CALL_KEYS:
+        rendered[key] = call[attr]
+    return rendered
+
+
+def cmr_object(names: Sequence[str], values: Sequence[str]) -> dict[str, str]:
+    """A CMR in the payload: its non-empty fields as text, under their header names."""
+    return {name: value for name, value in zip(names, values, strict=False) if value != ""}
+
+
+def call_payload_body(
+    *,
+    name: str,
+    meta: dict[str, Any],
+    call: dict[str, Any],
+    cdrs: list[dict[str, Any]],
+    cmrs: list[dict[str, str]],
+) -> str:
+    """The exact text a call-scope webhook POSTs and signs."""
+    body = {"call": call, "cdrs": cdrs, "cmrs": cmrs, "meta": meta, "name": name}
+    return json.dumps(body, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCall:
+    """What sending needs of a stored call: its facts and its records' lines, in order."""
+
+    id: int
+    facts: dict[str, Any]
+    legs: list[tuple[int, str]]  # (layout id, raw line), in origination order
+    cmrs: list[tuple[int, str]]  # (layout id, raw line), in time order
+
+    def body(self, *, name: str, meta: dict[str, Any]) -> str:
+        from cdr.models import RecordLayout
+        from cdr.parsing import split_line
+
+        cmr_layouts = dict(
+            RecordLayout.objects.filter(pk__in={layout for layout, _ in self.cmrs}).values_list(
+                "pk", "fields"
+            )
+        )
+        return call_payload_body(
+            name=name,
+            meta=meta,
+            call=call_object(self.facts),
+            cdrs=[_renderer(layout)(split_line(raw)) for layout, raw in self.legs],
+            cmrs=[cmr_object(cmr_layouts[layout], split_line(raw)) for layout, raw in self.cmrs],
+        )
+
+
+def stored_calls(call_ids: Iterable[int]) -> dict[int, StoredCall]:
+    """The stored calls behind a batch of deliveries, by id: three queries (calls, legs,
+    CMRs) whatever the batch. Missing ids were deleted."""
+    from cdr.models import Call, Cdr, Cmr
+
+    ids = sorted(set(call_ids))
+    if not ids:
+        return {}
+    facts = {row["id"]: row for row in Call.objects.filter(pk__in=ids).values(*CALL_COLUMNS)}
+    legs: dict[int, list[tuple[int, str]]] = {call_id: [] for call_id in facts}
+    cmrs: dict[int, list[tuple[int, str]]] = {call_id: [] for call_id in facts}
+    for model, found in ((Cdr, legs), (Cmr, cmrs)):
+        order = ("origination_at", "id") if model is Cdr else ("stamp_at", "id")
+        rows = model.objects.filter(call_ref_id__in=list(facts)).order_by(*order)
+        for call_id, layout_id, raw in rows.values_list("call_ref_id", "layout_id", "raw"):
+            found[call_id].append((layout_id, raw))
+    return {
+        call_id: StoredCall(call_id, row, legs[call_id], cmrs[call_id])
+        for call_id, row in facts.items()
+    }
+
+
+def event_body(
+    *, cdr_id: int | None, name: str, meta: dict[str, Any], call_id: int | None = None
+) -> str | None:
+    """An event delivery's body, rendered from its stored CDR, or its stored call for a
+    call-scope delivery (the trigger stores no body, so matching stays cheap: it is rendered
+    when first sent, or for a preview); None when the record or call no longer exists."""
+    if call_id is not None:
+        call = stored_calls([call_id]).get(call_id)
+        return None if call is None else call.body(name=name, meta=meta)
     record = stored_cdrs([cdr_id]).get(cdr_id) if cdr_id is not None else None
     if record is None:
         return None
@@ -130,10 +236,15 @@ def delivery_body_preview(delivery: Any) -> str | None:
     would carry, rendered now from its record and its webhook's current name and meta, for
     the delivery log. None when it has a body, or its record is gone or cannot be rendered
     (the delivery then failed, and its reason says why: the log page must still show)."""
-    if delivery.body or delivery.cdr_id is None:
+    if delivery.body or (delivery.cdr_id is None and delivery.call_id is None):
         return None
     webhook = delivery.webhook
     try:
-        return event_body(cdr_id=delivery.cdr_id, name=webhook.name, meta=webhook.meta)
+        return event_body(
+            cdr_id=delivery.cdr_id,
+            name=webhook.name,
+            meta=webhook.meta,
+            call_id=delivery.call_id,
+        )
     except Exception:
         return None

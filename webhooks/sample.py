@@ -1,5 +1,9 @@
 """A synthetic CDR for test events: the record behind the product page's reference payload
-(a missed call from 1000 to 1000, 2023-11-06 14:57:22 UTC), as CUCM writes it."""
+(a missed call from 1000 to 1000, 2023-11-06 14:57:22 UTC), as CUCM writes it; and that
+call as a call-scope webhook sees it (one leg, never answered, no media so no CMR)."""
+
+from datetime import UTC, datetime
+from typing import Any
 
 SAMPLE_CDR: dict[str, str] = {
     "lastRedirectRedirectReason": "0",
@@ -95,4 +99,32 @@ SAMPLE_CDR: dict[str, str] = {
     "origMediaCap_Bandwidth": "0",
     "duration": "0",
     "destMediaCap_payloadCapability": "0",
+}
+
+# The sample record's call, with the facts `cdr.facts` derives from it, under the Call
+# columns the call payload reads (`webhooks.payload.CALL_COLUMNS`; `id` is never sent).
+SAMPLE_CALL: dict[str, Any] = {
+    "id": 0,
+    "cluster": SAMPLE_CDR["globalCallId_ClusterID"],
+    "call_manager_id": int(SAMPLE_CDR["globalCallID_callManagerId"]),
+    "call_id": int(SAMPLE_CDR["globalCallID_callId"]),
+    "started_at": datetime.fromtimestamp(int(SAMPLE_CDR["dateTimeOrigination"]), tz=UTC),
+    "ended_at": datetime.fromtimestamp(int(SAMPLE_CDR["dateTimeDisconnect"]), tz=UTC),
+    "answered": False,
+    "missed": True,
+    "voicemail": False,
+    "transferred": False,
+    "forwarded": False,
+    "conference": False,
+    "legs": 1,
+    "duration": 0,
+    # Never connected: it rang from origination until it ended (`cdr.facts`).
+    "ring_seconds": int(SAMPLE_CDR["dateTimeDisconnect"]) - int(SAMPLE_CDR["dateTimeOrigination"]),
+    "caller": SAMPLE_CDR["callingPartyNumber"],
+    "dialed": SAMPLE_CDR["originalCalledPartyNumber"],
+    "answered_by": "",
+    "cause": int(SAMPLE_CDR["origCause_value"]),
+    "mos_min": None,
+    "jitter_max": None,
+    "loss_pct": None,
 }

@@ -8,16 +8,22 @@ and a secret is only `has_secret`.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from cdr.fields import FieldSpec
 from cdr.models import Cdr
 from licensing.verification import State
+from webhooks.call_matching import CallFieldSpec
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
-from webhooks.operations import DRY_RUN_DEFAULT_LIMIT, DRY_RUN_MAX_LIMIT, REDELIVERABLE
+from webhooks.operations import (
+    DRY_RUN_DEFAULT_LIMIT,
+    DRY_RUN_MAX_LIMIT,
+    REDELIVERABLE,
+    DryRunResult,
+)
 from webhooks.payload import delivery_body_preview
 from webhooks.redaction import text_redacted, url_redacted
 
@@ -29,7 +35,8 @@ _SCALAR = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
         "oneOf": [*_SCALAR["oneOf"], {"type": "array", "items": _SCALAR}],
         "description": "Text, a whole number, epoch seconds or ISO-8601 for dateTime* fields "
         "(`Never` = 0), or for in/not_in a list or comma-separated text. Omitted for "
-        "is_empty/is_not_empty.",
+        "is_empty/is_not_empty. Call fields: true/false for the booleans, decimals for "
+        "call.mosMin and call.lossPct.",
     }
 )
 class ConditionValueField(serializers.JSONField):
@@ -89,7 +96,9 @@ class MetaField(serializers.JSONField):
 
 class ConditionSerializer(serializers.Serializer):
     field = serializers.CharField(
-        max_length=64, help_text="A CDR field name (any case), see /api/v1/cdr-fields/"
+        max_length=64,
+        help_text="A CDR field name (any case), see /api/v1/cdr-fields/; in call scope also a "
+        "call.* field, see /api/v1/cdr-fields/?scope=call",
     )
     operator = serializers.ChoiceField(choices=Condition.Operator.choices)
     value = ConditionValueField(required=False)
@@ -128,6 +137,7 @@ class WebhookSerializer(serializers.ModelSerializer):
             "name",
             "url",
             "enabled",
+            "scope",
             "meta",
             "conditions",
             "headers",
@@ -172,9 +182,17 @@ class WebhookWriteSerializer(serializers.Serializer):
         "unchanged keeps the stored URL",
     )
     enabled = serializers.BooleanField(default=True)
+    scope = serializers.ChoiceField(
+        choices=Webhook.Scope.choices,
+        required=False,
+        help_text="record (default for a new webhook): once per matching CDR; call: once per "
+        "matching settled call. Omitted on update: keep the stored scope",
+    )
     meta = MetaField(default=dict, help_text="A JSON object sent under the payload's `meta` key")
     conditions = ConditionListField(
-        default=list, help_text="AND-ed; an empty list matches every CDR"
+        default=list,
+        help_text="AND-ed; an empty list matches every CDR (every call in call scope). In call "
+        "scope a CDR field condition holds when at least one leg satisfies it",
     )
     headers = HeaderListField(default=list, help_text="Custom request headers")
     secret = serializers.CharField(
@@ -250,6 +268,7 @@ class WebhookErrorsSerializer(serializers.Serializer):
     name = ErrorListField(required=False)
     url = ErrorListField(required=False)
     enabled = ErrorListField(required=False)
+    scope = ErrorListField(required=False)
     meta = ErrorListField(required=False)
     secret = ErrorListField(required=False)
     generate_secret = ErrorListField(required=False)
@@ -297,6 +316,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "webhook",
             "webhook_name",
             "cdr",
+            "call",
             "kind",
             "event_id",
             "status",
@@ -346,7 +366,8 @@ class TestSendSerializer(serializers.Serializer):
         queryset=Cdr.objects.select_related("layout"),
         required=False,
         allow_null=True,
-        help_text="A stored CDR to send; omitted: the synthetic example record",
+        help_text="A stored CDR to send (call scope: its call); omitted: the synthetic "
+        "example record (call scope: the example call)",
     )
 
 
@@ -362,7 +383,13 @@ class DryRunSerializer(serializers.Serializer):
         min_value=1,
         max_value=DRY_RUN_MAX_LIMIT,
         default=DRY_RUN_DEFAULT_LIMIT,
-        help_text="Evaluate at most this many records, newest first",
+        help_text="Evaluate at most this many records (calls), newest first",
+    )
+    scope = serializers.ChoiceField(
+        choices=Webhook.Scope.choices,
+        required=False,
+        help_text="Evaluate as this scope instead of the webhook's: record over stored CDRs, "
+        "call over stored settled calls (since/until then bound the call's start)",
     )
 
 
@@ -376,10 +403,37 @@ class DryRunSampleSerializer(serializers.Serializer):
     final_called_party_number = serializers.CharField(allow_blank=True)
 
 
+class CallDryRunSampleSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    cluster = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    caller = serializers.CharField(allow_blank=True)
+    dialed = serializers.CharField(allow_blank=True)
+    answered_by = serializers.CharField(allow_blank=True)
+    legs = serializers.IntegerField()
+    duration = serializers.IntegerField()
+
+
 class DryRunResultSerializer(serializers.Serializer):
-    evaluated = serializers.IntegerField(help_text="Records evaluated")
-    matched = serializers.IntegerField(help_text="Records the conditions match")
-    sample = DryRunSampleSerializer(many=True, help_text="The first 10 matches, newest first")
+    evaluated = serializers.IntegerField(help_text="Records (call scope: settled calls) evaluated")
+    matched = serializers.IntegerField(help_text="Records (calls) the conditions match")
+    sample = serializers.SerializerMethodField(
+        help_text="The first 10 matches, newest first: CDRs, or calls in call scope"
+    )
+
+    @extend_schema_field(
+        serializers.ListField(
+            child=PolymorphicProxySerializer(
+                component_name="DryRunSampleItem",
+                serializers=[DryRunSampleSerializer, CallDryRunSampleSerializer],
+                resource_type_field_name=None,
+            )
+        )
+    )
+    def get_sample(self, result: DryRunResult) -> list[dict[str, object]]:
+        if result.scope == Webhook.Scope.CALL:
+            return CallDryRunSampleSerializer(result.sample, many=True).data
+        return DryRunSampleSerializer(result.sample, many=True).data
 
 
 class DryRunErrorsSerializer(serializers.Serializer):
@@ -387,6 +441,7 @@ class DryRunErrorsSerializer(serializers.Serializer):
     since = ErrorListField(required=False)
     until = ErrorListField(required=False)
     limit = ErrorListField(required=False)
+    scope = ErrorListField(required=False)
 
 
 class BulkRedeliverSerializer(serializers.Serializer):
@@ -406,23 +461,36 @@ class BulkRedeliverResultSerializer(serializers.Serializer):
 
 
 class CdrFieldSerializer(serializers.Serializer):
-    """One catalogue entry (a FieldSpec), with how conditions treat it."""
+    """One catalogue entry (a FieldSpec, or a CallFieldSpec in call scope), with how
+    conditions treat it."""
 
     name = serializers.CharField()
-    type = serializers.CharField(help_text="CUCM type, e.g. INTEGER or VARCHAR(50)")
+    type = serializers.CharField(
+        help_text="CUCM type, e.g. INTEGER or VARCHAR(50); call fields: BOOLEAN, INTEGER, "
+        "DECIMAL or TEXT"
+    )
     kind = serializers.SerializerMethodField(help_text="How conditions compare it")
-    generation = serializers.CharField(
-        help_text="A: in every file (118 fields and up); B: from 129 fields; C: from 133"
+    generation = serializers.SerializerMethodField(
+        help_text="A: in every file (118 fields and up); B: from 129 fields; C: from 133; "
+        "call: a call field (call-scope webhooks only)"
     )
     description = serializers.CharField(allow_blank=True)
     operators = serializers.SerializerMethodField(help_text="Operators that apply to it")
 
-    @extend_schema_field(serializers.ChoiceField(choices=["text", "number", "time"]))
-    def get_kind(self, spec: FieldSpec) -> str:
+    @extend_schema_field(serializers.ChoiceField(choices=["text", "number", "time", "boolean"]))
+    def get_kind(self, spec: FieldSpec | CallFieldSpec) -> str:
+        if isinstance(spec, CallFieldSpec):
+            return spec.comparison
         return field_kind(spec)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["A", "B", "C", "call"]))
+    def get_generation(self, spec: FieldSpec | CallFieldSpec) -> str:
+        return "call" if isinstance(spec, CallFieldSpec) else spec.generation
 
     @extend_schema_field(
         serializers.ListField(child=serializers.ChoiceField(choices=Condition.Operator.choices))
     )
-    def get_operators(self, spec: FieldSpec) -> list[str]:
+    def get_operators(self, spec: FieldSpec | CallFieldSpec) -> list[str]:
+        if isinstance(spec, CallFieldSpec):
+            return list(spec.operators)
         return list(operators_for(spec))

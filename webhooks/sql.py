@@ -159,6 +159,44 @@ def batch_tail(
     return ctes, sql.SQL(", (SELECT array_agg(id) FROM d)")
 
 
+# Call deliveries per INSERT: 16 parameters each, well under SQLite's limit of 32766.
+CALL_INSERT_ROWS = 1000
+
+
+def call_deliveries_insert(
+    rows: Sequence[tuple[int, int, str]], defaults: Mapping[str, Any]
+) -> list[tuple[int, int]]:
+    """Call-scope event deliveries, one per (webhook id, call id, event id) of `rows` that
+    has none yet, every other column from `defaults` (datetimes adapted); the (id, webhook
+    id) of those inserted. ON CONFLICT DO NOTHING against the (webhook, call) unique index,
+    alike on PostgreSQL and SQLite (3.35+): a pair whose delivery exists, or is being
+    inserted by a concurrent transaction that then commits, comes back as nothing."""
+    columns = [
+        _column(Delivery, "webhook"),
+        _column(Delivery, "call"),
+        _column(Delivery, "event_id"),
+    ]
+    columns += [_column(Delivery, name) for name in defaults]
+    values = list(defaults.values())
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    returning = f"{_column(Delivery, 'id')}, {_column(Delivery, 'webhook')}"
+    created: list[tuple[int, int]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), CALL_INSERT_ROWS):
+            chunk = rows[start : start + CALL_INSERT_ROWS]
+            params: list[Any] = []
+            for webhook_id, call_id, event_id in chunk:
+                params += [webhook_id, call_id, event_id, *values]
+            cursor.execute(
+                f"INSERT INTO {_table(Delivery)} ({', '.join(columns)})"
+                f" VALUES {', '.join([row] * len(chunk))}"
+                f" ON CONFLICT DO NOTHING RETURNING {returning}",
+                params,
+            )
+            created += [(delivery_id, webhook_id) for delivery_id, webhook_id in cursor.fetchall()]
+    return created
+
+
 # --- claim -------------------------------------------------------------------------------
 
 

@@ -17,9 +17,10 @@ from cdr.contracts import StatementTail, StoredRecord
 from cdr.parsing import Layout, Row
 from licensing.gating import webhooks_license_problem
 from webhooks import sql
+from webhooks.call_matching import scoped_condition
 from webhooks.delivery import new_event_id
 from webhooks.lifecycle import deliveries_enqueue, initial_state
-from webhooks.matching import Rule, compile_rules, match_batch, rules_from
+from webhooks.matching import Rule, compile_rules, match_batch
 from webhooks.models import Delivery, Webhook
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,10 @@ class CompiledWebhook:
 
 
 def webhook_rules(webhook: Webhook) -> list[Rule]:
-    return rules_from((c.field, c.operator, c.value) for c in webhook.conditions.all())
+    return [
+        scoped_condition(c.field, c.operator, c.value, scope=webhook.scope)
+        for c in webhook.conditions.all()
+    ]
 
 
 def webhooks_compile(webhooks: Iterable[Webhook], index: dict[str, int]) -> list[CompiledWebhook]:
@@ -49,8 +53,10 @@ def webhooks_compile(webhooks: Iterable[Webhook], index: dict[str, int]) -> list
     return compiled
 
 
-def enabled_webhooks() -> list[Webhook]:
-    return list(Webhook.objects.filter(enabled=True).prefetch_related("conditions"))
+def enabled_webhooks(scope: str = Webhook.Scope.RECORD) -> list[Webhook]:
+    """The enabled webhooks of `scope` (records fire record-scope ones only; call-scope
+    ones fire when a call settles, `webhooks.call_trigger`)."""
+    return list(Webhook.objects.filter(enabled=True, scope=scope).prefetch_related("conditions"))
 
 
 _compiled: BoundedCache[tuple[str, ...], tuple[tuple[Any, ...], list[CompiledWebhook]]] = (

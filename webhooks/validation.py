@@ -9,6 +9,7 @@ lists one entry per item (`{}` for the good ones), so an editor can point at the
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,10 @@ from django.db import IntegrityError, transaction
 
 from licensing.gating import enabled_webhooks_limit
 from webhooks import delivery
+from webhooks.call_matching import scoped_condition
 from webhooks.delivery import MASK, secret_problem
 from webhooks.http import url_problem
-from webhooks.matching import ConditionError, Rule, validate_condition
+from webhooks.matching import ConditionError, Rule
 from webhooks.models import Condition, Header, Webhook
 
 MAX_CONDITIONS = 100
@@ -94,14 +96,18 @@ class WebhookDraft:
     url: str
     enabled: bool
     meta: dict[str, Any]
+    scope: str
     rules: list[Rule] | None
     headers: list[tuple[str, str]] | None
     secret: str | None
     generated_secret: str | None = field(default=None, repr=False)
 
 
-def condition_rules(conditions: Sequence[Any]) -> tuple[list[Rule], list[Errors]]:
-    """Validate a list of `{field, operator, value}`; the errors list has one dict per item."""
+def condition_rules(
+    conditions: Sequence[Any], scope: str = Webhook.Scope.RECORD
+) -> tuple[list[Rule], list[Errors]]:
+    """Validate a list of `{field, operator, value}` for a webhook of `scope` (call fields
+    only in call scope); the errors list has one dict per item."""
     rules: list[Rule] = []
     errors: list[Errors] = []
     for item in conditions:
@@ -112,7 +118,9 @@ def condition_rules(conditions: Sequence[Any]) -> tuple[list[Rule], list[Errors]
             continue
         try:
             rules.append(
-                validate_condition(item.get("field"), item.get("operator"), item.get("value"))
+                scoped_condition(
+                    item.get("field"), item.get("operator"), item.get("value"), scope=scope
+                )
             )
             errors.append({})
         except ConditionError as exc:
@@ -193,12 +201,14 @@ def webhook_validate(
     headers: Sequence[Any] | None,
     secret: str | None,
     generate_secret: bool = False,
+    scope: object = None,
 ) -> WebhookDraft:
     """Check a whole definition; raise WebhookInvalid with every problem found.
 
     `conditions`/`headers` None keep the stored ones (a new webhook gets none). `secret` None
     keeps the stored secret, "" removes it; `generate_secret` makes a new one instead.
-    A header value equal to the mask keeps the stored value of that header.
+    A header value equal to the mask keeps the stored value of that header. `scope` None
+    keeps the stored scope (a new webhook: record).
     """
     errors: Errors = {}
     name = name.strip() if isinstance(name, str) else ""
@@ -219,15 +229,30 @@ def webhook_validate(
 
     if not isinstance(meta, dict):
         errors["meta"] = ['meta is a JSON object, e.g. {} or {"event": "missed call"}']
+    elif "\\u0000" in json.dumps(meta):
+        # PostgreSQL's jsonb cannot hold a NUL character: refused here, not a failed save.
+        errors["meta"] = ["meta must not contain NUL characters (\\u0000)"]
 
+    stored_scope = webhook.scope if webhook is not None else Webhook.Scope.RECORD
+    if scope is None:
+        scope = stored_scope
+    if scope not in Webhook.Scope.values:
+        errors["scope"] = [f"scope is one of {', '.join(Webhook.Scope.values)}, not {scope!r}"]
+        scope = stored_scope
     rules: list[Rule] | None = None
     if conditions is None and webhook is None:
         conditions = []
+    if conditions is None and webhook is not None and scope != stored_scope:
+        # The stored conditions must hold in the new scope too (no call.* in record scope).
+        conditions = [
+            {"field": c.field, "operator": c.operator, "value": c.value}
+            for c in webhook.conditions.all()
+        ]
     if conditions is not None:
         if len(conditions) > MAX_CONDITIONS:
             errors["conditions"] = [f"at most {MAX_CONDITIONS} conditions"]
         else:
-            rules, condition_errors = condition_rules(conditions)
+            rules, condition_errors = condition_rules(conditions, str(scope))
             if any(condition_errors):
                 errors["conditions"] = condition_errors
 
@@ -261,6 +286,7 @@ def webhook_validate(
         url=url,
         enabled=enabled,
         meta=meta,  # type: ignore[arg-type]  # checked above
+        scope=str(scope),
         rules=rules,
         headers=header_pairs,
         secret=secret,
@@ -283,6 +309,7 @@ def webhook_save(
     headers: Sequence[Any] | None,
     secret: str | None,
     generate_secret: bool = False,
+    scope: object = None,
 ) -> tuple[Webhook, str | None]:
     """Validate and write a webhook with its conditions and headers, all or nothing.
 
@@ -301,6 +328,7 @@ def webhook_save(
                 headers=headers,
                 secret=secret,
                 generate_secret=generate_secret,
+                scope=scope,
             )
             saved = _write(webhook, draft)
     except IntegrityError as exc:
@@ -320,13 +348,16 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
     webhook.url = draft.url
     webhook.enabled = draft.enabled
     webhook.meta = draft.meta
+    webhook.scope = draft.scope
     if draft.secret is not None:
         webhook.secret = draft.secret
     if webhook.pk is None:
         webhook.save()
     else:
         # Only the definition: statistics move concurrently with F() updates elsewhere.
-        webhook.save(update_fields=["name", "url", "enabled", "meta", "secret", "updated_at"])
+        webhook.save(
+            update_fields=["name", "url", "enabled", "meta", "scope", "secret", "updated_at"]
+        )
     if draft.rules is not None:
         webhook.conditions.all().delete()
         Condition.objects.bulk_create(

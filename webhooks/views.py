@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
@@ -36,9 +37,10 @@ from calltelemetry.schema import (
 )
 from cdr.fields import CDR_FIELDS
 from licensing.gating import require_webhooks_license
+from webhooks.call_matching import CALL_FIELDS
 from webhooks.filters import DeliveryFilter, WebhookFilter
 from webhooks.models import Delivery, Webhook
-from webhooks.operations import cdrs_dry_run, deliveries_redeliver
+from webhooks.operations import calls_dry_run, cdrs_dry_run, deliveries_redeliver
 from webhooks.redaction import MaskedUrl, url_restored
 from webhooks.serializers import (
     AttemptSerializer,
@@ -184,6 +186,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
             "name": given.get("name", webhook.name),
             "url": self._url(given, webhook),
             "enabled": given.get("enabled", webhook.enabled),
+            "scope": given.get("scope"),
             "meta": given.get("meta", webhook.meta),
             "conditions": given.get("conditions"),
             "headers": given.get("headers"),
@@ -196,7 +199,8 @@ class WebhookViewSet(viewsets.ModelViewSet):
     @extend_schema(
         summary="Send a test event now",
         description="One attempt, no retries: a stored CDR (`cdr_id`) or the synthetic "
-        "example record. Answers with the attempt, whatever the receiver said.",
+        "example record; for a call-scope webhook the call payload of that CDR's call, or "
+        "of the example call. Answers with the attempt, whatever the receiver said.",
         request=TestSendSerializer,
         responses={
             200: AttemptSerializer,
@@ -224,10 +228,11 @@ class WebhookViewSet(viewsets.ModelViewSet):
         return Response(AttemptSerializer(attempt, context=self.get_serializer_context()).data)
 
     @extend_schema(
-        summary="Count which stored CDRs the conditions match",
+        summary="Count which stored CDRs (or calls) the conditions match",
         description="Evaluates the saved conditions, or `conditions` from the body, with the "
-        "live matcher over stored CDRs (newest first, in the time range, at most `limit`). "
-        "Nothing is stored or sent; no license needed.",
+        "live matcher over stored CDRs (newest first, in the time range, at most `limit`); "
+        "for a call-scope webhook (or `scope: call`) over stored settled calls, as they "
+        "fire when they settle. Nothing is stored or sent; no license needed.",
         request=DryRunSerializer,
         responses={
             200: DryRunResultSerializer,
@@ -243,18 +248,22 @@ class WebhookViewSet(viewsets.ModelViewSet):
         body = DryRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         given = body.validated_data
-        if given.get("conditions") is None:
+        scope = given.get("scope", webhook.scope)
+        conditions = given.get("conditions")
+        if conditions is None and scope == webhook.scope:
             try:
                 rules = webhook_rules(webhook)
             except ValueError as exc:  # saved before a validation rule existed
                 raise ValidationError({"conditions": [str(exc)]}) from exc
         else:
-            rules, errors = condition_rules(given["conditions"])
+            if conditions is None:  # the saved ones, tried in the other scope
+                conditions = list(webhook.conditions.values("field", "operator", "value"))
+            rules, errors = condition_rules(conditions, scope)
             if any(errors):
                 raise ValidationError({"conditions": errors})
-        result = cdrs_dry_run(
-            rules=rules, since=given.get("since"), until=given.get("until"), limit=given["limit"]
-        )
+        since, until, limit = given.get("since"), given.get("until"), given["limit"]
+        run = calls_dry_run if scope == Webhook.Scope.CALL else cdrs_dry_run
+        result = run(rules=rules, since=since, until=until, limit=limit)
         return Response(DryRunResultSerializer(result).data)
 
     @extend_schema(
@@ -358,11 +367,31 @@ class CataloguePagination(PageNumberPagination):
 @extend_schema_view(
     list=extend_schema(
         summary="The CDR field catalogue, with the operators each field takes",
-        responses={200: CdrFieldSerializer, **READ_ERRORS},
+        parameters=[
+            OpenApiParameter(
+                "scope",
+                str,
+                enum=Webhook.Scope.values,
+                description="call: the call.* fields first (call-scope webhooks), then every "
+                "CDR field; record (default): the CDR fields",
+            )
+        ],
+        responses={
+            200: CdrFieldSerializer,
+            400: OpenApiResponse(
+                inline_serializer(
+                    "CdrFieldErrors",
+                    {"scope": serializers.ListField(child=serializers.CharField())},
+                ),
+                description="Unknown scope",
+            ),
+            **READ_ERRORS,
+        },
     )
 )
 class CdrFieldViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
-    """Every CDR field of the newest CUCM generation, in file order."""
+    """Every CDR field of the newest CUCM generation, in file order; with `?scope=call`,
+    the call fields first."""
 
     schema = ApiSchema()
 
@@ -371,4 +400,9 @@ class CdrFieldViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     filter_backends: list[type] = []
 
     def get_queryset(self) -> list[Any]:  # type: ignore[override]
+        scope = self.request.query_params.get("scope", Webhook.Scope.RECORD)
+        if scope not in Webhook.Scope.values:
+            raise ValidationError({"scope": [f"one of {', '.join(Webhook.Scope.values)}"]})
+        if scope == Webhook.Scope.CALL:
+            return [*CALL_FIELDS, *CDR_FIELDS]
         return list(CDR_FIELDS)
