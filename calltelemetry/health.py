@@ -18,6 +18,7 @@ this module must not import them (STYLE.md, "Dependency direction").
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from django.http import HttpRequest, JsonResponse
 
 from calltelemetry.celery import app
 from calltelemetry.sql import database_round_trip
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_NAME = "beat-heartbeat"
 HEARTBEAT_STALE_AFTER = 30.0
@@ -44,8 +47,16 @@ def health_warnings_register(check: HealthWarnings) -> None:
 
 
 def health_warnings() -> list[str]:
-    """Every registered app's current warnings."""
-    return [warning for check in _warnings for warning in check()]
+    """Every registered app's current warnings. A check that fails (say, tables not migrated
+    yet) is a warning itself: it must not turn the health answer into an error page."""
+    warnings: list[str] = []
+    for check in _warnings:
+        try:
+            warnings += check()
+        except Exception as exc:
+            log.warning("health warning check %s failed", check.__qualname__, exc_info=True)
+            warnings.append(f"a check could not run ({check.__qualname__}): {exc}")
+    return warnings
 
 
 def _age(path: Path) -> float | None:

@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from calltelemetry import health
 from calltelemetry.caching import caches_clear
 from calltelemetry.health import beat_heartbeat, watcher_heartbeat
 from cdr.models import CdrFile
@@ -107,3 +108,19 @@ def test_the_answer_is_kept_for_a_few_minutes(
     # Cached: the scrape, health check and admin index do not query the records every time.
     assert len(admin_client.get("/healthz").json()["warnings"]) == 1
     assert warnings(admin_client)[0] == []
+
+
+def test_a_warning_check_that_fails_is_a_warning_not_an_error(
+    client: Client, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database not migrated yet answers SELECT 1 but has no record tables.
+    def unmigrated() -> list[str]:
+        raise RuntimeError("no such table: cdr_cdrfile")
+
+    monkeypatch.setattr(health, "_warnings", [unmigrated])
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["warnings"] == [
+        "a check could not run (test_a_warning_check_that_fails_is_a_warning_not_an_error"
+        ".<locals>.unmigrated): no such table: cdr_cdrfile"
+    ]
