@@ -120,6 +120,12 @@ def _cause(leg: Leg) -> int | None:
     return leg.dest_cause or leg.orig_cause
 
 
+def _percent(part: int, whole: int) -> float:
+    """100 × part / whole to three decimals, half up, in integer arithmetic: PostgreSQL's
+    settle statement computes it the same way, to the same float."""
+    return ((200_000 * part + whole) // (2 * whole)) / 1000
+
+
 def call_facts(
     legs: Sequence[Leg], quality: Sequence[Quality], voicemail_numbers: Collection[str]
 ) -> CallFacts:
@@ -188,5 +194,5 @@ def call_facts(
         cause=_cause(last),
         mos_min=min(moses) if moses else None,
         jitter_max=max(jitters) if jitters else None,
-        loss_pct=100 * lost / expected if quality and expected else None,
+        loss_pct=_percent(lost, expected) if quality and expected else None,
     )

@@ -754,7 +754,8 @@ settled AS (
     {mos_min} = CASE WHEN x.has_legs THEN q.mos_min ELSE c.{mos_min} END,
     {jitter_max} = CASE WHEN x.has_legs THEN q.jitter_max ELSE c.{jitter_max} END,
     {loss_pct} = CASE WHEN x.has_legs AND q.lost + q.received > 0
-      THEN CAST(100 * q.lost AS double precision) / CAST(q.lost + q.received AS double precision)
+      THEN CAST((200000 * CAST(q.lost AS bigint) + CAST(q.lost + q.received AS bigint))
+        / (2 * CAST(q.lost + q.received AS bigint)) AS double precision) / 1000
       WHEN x.has_legs THEN NULL
       ELSE c.{loss_pct} END
   FROM x LEFT JOIN f ON f.call = x.id LEFT JOIN q ON q.call = x.id
