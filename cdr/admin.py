@@ -20,9 +20,6 @@ from django.utils.html import format_html, format_html_join
 from cdr.filters import call_number_q
 from cdr.models import Call, Cdr, CdrFile, Cmr
 
-# Keys CUCM uses for the listening MOS, by firmware generation.
-MOS_KEYS = ("MLQKav", "MLQK")
-
 
 def _table(rows: list[tuple[str, str]], empty: str = "—") -> str:
     if not rows:
@@ -220,11 +217,11 @@ class CmrAdmin(RecordAdmin):
     ]
     readonly_fields = _flat(fields)
 
-    # Not named `mos`: the admin shows a model field of that name before a method.
-    @admin.display(description="MOS")
+    # Not named `mos`: the admin shows a model field of that name before a method. The
+    # stored `mos` is what call facts read (MLQKmn, else MLQKav, else MLQK).
+    @admin.display(description="MOS", ordering="mos")
     def mos_metric(self, obj: Cmr) -> str:
-        metrics = obj.vq_metrics
-        return next((metrics[k] for k in MOS_KEYS if k in metrics), "—")
+        return f"{obj.mos:.2f}" if obj.mos is not None else "—"
 
     @admin.display(description="Voice-quality metrics")
     def metrics(self, obj: Cmr) -> str:
