@@ -117,7 +117,7 @@ def test_cdr_detail_decodes_and_lists_every_field(admin_client: Client, ingested
 def test_cmr_pages(admin_client: Client, ingested: None) -> None:
     page = admin_client.get(reverse("admin:cdr_cmr_changelist"))
     assert result_count(page) == 17
-    assert b"3.7002" in page.content  # MOS from MLQK-style metrics
+    assert b'<td class="field-mos_metric">3.70</td>' in page.content  # MLQKmn=3.7002
     assert result_count(admin_client.get(page.request["PATH_INFO"], {"q": "8850"})) == 3
     assert result_count(admin_client.get(page.request["PATH_INFO"], {"q": "SEP007E9579F737"})) == 2
     cmr = Cmr.objects.get(pkid="60e07196-5c4f-407d-8c0b-01c8ebf8e164")
