@@ -14,11 +14,11 @@ from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
 from licensing.gating import webhooks_license_problem
+from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
-from webhooks.payload import delivery_body_preview
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
 from webhooks.validation import (
