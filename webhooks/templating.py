@@ -88,9 +88,12 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     """Valid JSON for any value (not HTML-escaped like Jinja's own `tojson`: bodies are not
     HTML); non-ASCII stays as it is, as in the seed body."""
     _no_huge_numbers([indent])
-    if isinstance(value, Undefined):  # a field this record left empty (absent from `cdr`)
-        return "null"
-    return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # Undefined: a field this record left empty (absent from `cdr`), or a typo: null.
+    return None if isinstance(value, Undefined) else str(value)
 
 
 def _guarded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
