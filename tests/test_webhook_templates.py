@@ -208,6 +208,10 @@ def test_the_output_size_is_limited() -> None:
         template_render("{{ 'x' * 10000000 }}", {})
     with pytest.raises(TemplateFailed, match=str(OUTPUT_LIMIT)):
         template_render("{{ 'x'|center(10000000) }}", {})
+    # Numbers too: squaring a large one again and again is refused before the work.
+    squares = "{% set a = 10 ** 1000 %}" + "{% set a = a * a %}" * 8 + "{{ a }}"
+    with pytest.raises(TemplateFailed, match="bits"):
+        template_render(squares, {})
 
 
 def test_loop_iterations_are_limited() -> None:

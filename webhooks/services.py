@@ -1,4 +1,4 @@
-"""Webhook operations: test sends, redelivery of one delivery, enabling a webhook."""
+"""Webhook operations: test sends, previews, redelivery of one delivery, enabling a webhook."""
 
 from __future__ import annotations
 
