@@ -217,8 +217,8 @@ class WebhookViewSet(viewsets.ModelViewSet):
                 inline_serializer(
                     "TestSendErrors",
                     {
-                        "cdr_id": serializers.ListField(child=serializers.CharField()),
-                        "body_template": serializers.ListField(child=serializers.CharField()),
+                        name: serializers.ListField(child=serializers.CharField(), required=False)
+                        for name in ("cdr_id", "body_template")
                     },
                 ),
                 description="No CDR with that id, or the body template failed (not sent)",
