@@ -258,6 +258,17 @@ def deliveries_send(
                 # The operator's template, not the record: an attempt that sent nothing,
                 # class `template`, failing this delivery alone (the body stays unrendered,
                 # so a redelivery after the template is fixed renders it again).
+                log.warning(
+                    "delivery %s: the body template of webhook %s failed: %s",
+                    delivery.pk,
+                    webhook.name,
+                    exc,
+                    extra={
+                        "webhook": webhook.pk,
+                        "delivery": delivery.pk,
+                        "error_class": "template",
+                    },
+                )
                 headers, redacted = request_headers(webhook, custom, delivery.event_id, b"")
                 failed = http.Response(error_class="template", error=f"template: {exc}")
                 job = _Send(delivery, webhook, b"", headers, redacted, False, record)

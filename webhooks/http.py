@@ -458,8 +458,9 @@ def _ms(started: float) -> float:
 
 
 def is_permanent(response: Response) -> bool:
-    """Failures that retrying cannot fix: policy refusals, redirects (never followed) and 4xx
-    other than 408, 425 and 429. Connection errors, timeouts and 5xx are worth retrying."""
+    """Failures that retrying cannot fix: policy refusals, a body template that failed (nothing
+    was sent), redirects (never followed) and 4xx other than 408, 425 and 429. Connection
+    errors, timeouts and 5xx are worth retrying."""
     if response.error_class in ("policy", "template"):
         return True
     code = response.status_code
