@@ -15,7 +15,7 @@ from rest_framework.routers import DefaultRouter
 from cdr.views import CallViewSet, CdrFileViewSet, CdrViewSet, CmrViewSet
 from licensing.views import LicenseView
 from sftp.views import CdrSourceViewSet
-from webhooks.views import CdrFieldViewSet, DeliveryViewSet, WebhookViewSet
+from webhooks.views import CdrFieldViewSet, DeliveryViewSet, WebhookPresetViewSet, WebhookViewSet
 
 router = DefaultRouter()
 router.register("cdr-files", CdrFileViewSet, basename="cdr-file")
@@ -24,6 +24,7 @@ router.register("cmrs", CmrViewSet, basename="cmr")
 router.register("calls", CallViewSet, basename="call")
 router.register("cdr-fields", CdrFieldViewSet, basename="cdr-field")
 router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register("webhook-presets", WebhookPresetViewSet, basename="webhook-preset")
 router.register("deliveries", DeliveryViewSet, basename="delivery")
 router.register("cdr-sources", CdrSourceViewSet, basename="cdr-source")
 

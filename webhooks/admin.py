@@ -14,13 +14,15 @@ from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
 from licensing.gating import webhooks_license_problem
+from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
-from webhooks.payload import delivery_body_preview
+from webhooks.presets import PRESETS, Preset
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
 from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
+from webhooks.templating import TemplateFailed
 from webhooks.validation import (
     Errors,
     WebhookInvalid,
@@ -103,6 +105,16 @@ class HeaderInline(admin.TabularInline):
     formset = RowsFormSet
     extra = 0
 
+    def get_extra(self, request: HttpRequest, obj: Webhook | None = None, **kwargs: Any) -> int:
+        # H-tmpl: an add form started from a preset shows the preset's headers as rows.
+        preset = _preset(request, obj)
+        return len(preset.headers) if preset else self.extra
+
+
+def _preset(request: HttpRequest, obj: Webhook | None) -> Preset | None:
+    """The preset an add form was started from (`?preset=teams`), if any."""
+    return PRESETS.get(request.GET.get("preset", "")) if obj is None else None
+
 
 class WebhookForm(forms.ModelForm):
     """The fields of a webhook; every rule is the service's (webhook_validate), which sees the
@@ -128,6 +140,26 @@ class WebhookForm(forms.ModelForm):
         initial=Webhook.Scope.RECORD,
         help_text=Webhook._meta.get_field("scope").help_text,
     )
+    # H-tmpl. Not required, as `scope`: a form posted without them keeps the stored values.
+    method = forms.ChoiceField(
+        choices=Webhook.Method.choices, required=False, initial=Webhook.Method.POST
+    )
+    content_type = forms.CharField(
+        max_length=200,
+        required=False,
+        initial="application/json",
+        help_text=Webhook._meta.get_field("content_type").help_text,
+    )
+    body_template = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 14, "style": "font-family: monospace; width: min(60em, 100%)"}
+        ),
+        help_text="Jinja2 (sandboxed). Variables: cdr, decoded, meta, name, event_id; in call "
+        "scope also call, cdrs, cmrs. Filter: tojson. Empty: the standard JSON body. Start "
+        "from a preset: " + ", ".join(f"?preset={key}" for key in PRESETS) + " on the add page.",
+    )
     generate_secret = forms.BooleanField(required=False, help_text="generate a new secret")
     remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
 
@@ -136,7 +168,16 @@ class WebhookForm(forms.ModelForm):
 
     class Meta:
         model = Webhook
-        fields = ["name", "url", "enabled", "scope", "meta"]
+        fields = [
+            "name",
+            "url",
+            "enabled",
+            "scope",
+            "meta",
+            "method",
+            "content_type",
+            "body_template",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,6 +214,9 @@ class WebhookForm(forms.ModelForm):
         if self.errors or not all(fs.is_valid() for fs in (conditions, headers) if fs):
             return data  # each part shows its own errors first
         definition = self._definition(data, conditions, headers)
+        # H-tmpl: absent from the post (an older page): keep the stored template.
+        if "body_template" not in self.data:
+            definition["body_template"] = None
         try:
             # The instance still holds the stored values here: it is filled in after clean().
             webhook_validate(webhook=self.instance if self.instance.pk else None, **definition)
@@ -196,6 +240,9 @@ class WebhookForm(forms.ModelForm):
             "enabled": bool(data.get("enabled")),
             "scope": data.get("scope") or None,
             "meta": data.get("meta"),
+            "method": data.get("method") or None,
+            "content_type": data.get("content_type") or None,
+            "body_template": data.get("body_template") or "",
             "conditions": None if conditions is None else [
                 {key: row.cleaned_data.get(key) for key in ("field", "operator", "value")}
                 for row in _condition_rows(conditions)
@@ -260,6 +307,7 @@ class WebhookAdmin(admin.ModelAdmin):
     readonly_fields = ["signing", *STATISTICS]
     fieldsets = [
         (None, {"fields": ["name", "url", "enabled", "scope", "meta"]}),
+        ("Request", {"fields": ["method", "content_type", "body_template"]}),  # H-tmpl
         ("Signing", {"fields": ["signing", "new_secret", "generate_secret", "remove_secret"]}),
         ("Statistics", {"fields": STATISTICS}),
     ]
@@ -278,6 +326,43 @@ class WebhookAdmin(admin.ModelAdmin):
     def deliveries_link(self, obj: Webhook) -> str:
         url = reverse("admin:webhooks_delivery_changelist") + f"?webhook__id__exact={obj.pk}"
         return format_html('<a href="{}">deliveries</a>', url)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """H-tmpl: `?preset=teams` starts the add form from that preset."""
+        initial = super().get_changeform_initial_data(request)
+        preset = _preset(request, None)
+        if preset is not None:
+            initial.pop("preset", None)
+            initial.update(
+                url=preset.url,
+                method=preset.method,
+                content_type=preset.content_type,
+                body_template=preset.body_template,
+                meta=preset.meta,
+            )
+        return initial
+
+    def get_formset_kwargs(
+        self, request: HttpRequest, obj: Webhook, inline: Any, prefix: str
+    ) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        preset = _preset(request, obj if obj.pk else None)
+        if preset is not None and isinstance(inline, HeaderInline) and request.method == "GET":
+            kwargs["initial"] = [{"name": name, "value": value} for name, value in preset.headers]
+        return kwargs
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        preset = _preset(request, None)
+        if preset is not None and request.method == "GET":
+            fill = ", ".join(preset.auth.fill)
+            self.message_user(
+                request,
+                f"Preset {preset.name}: {preset.description}"
+                + (f" Authentication: {preset.auth.type} ({fill})." if fill else ""),
+            )
+        return super().add_view(request, form_url, extra_context)
 
     def save_model(
         self, request: HttpRequest, obj: Webhook, form: forms.Form, change: bool
@@ -311,18 +396,24 @@ class WebhookAdmin(admin.ModelAdmin):
         if not self._licensed(request):
             return
         for webhook in queryset:
-            attempt = webhook_test_send(webhook=webhook)
+            try:
+                attempt = webhook_test_send(webhook=webhook)
+            except TemplateFailed as exc:
+                self.message_user(request, f"{webhook.name}: not sent: {exc}", messages.ERROR)
+                continue
             if attempt is None:
                 self.message_user(request, f"{webhook.name}: not sent", messages.ERROR)
             elif attempt.status_code and 200 <= attempt.status_code < 300:
                 self.message_user(
                     request,
-                    f"{webhook.name}: HTTP {attempt.status_code} in {attempt.latency_ms:.0f} ms",
+                    f"{webhook.name}: HTTP {attempt.status_code} in {attempt.latency_ms:.0f} ms"
+                    + _response_shown(attempt),
                 )
             else:
                 self.message_user(
                     request,
-                    f"{webhook.name}: {text_redacted(attempt.error) or attempt.status_code}",
+                    f"{webhook.name}: {text_redacted(attempt.error) or attempt.status_code}"
+                    + _response_shown(attempt),
                     messages.ERROR,
                 )
 
@@ -341,6 +432,14 @@ class WebhookAdmin(admin.ModelAdmin):
     def disable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
         for webhook in queryset:
             webhook_set_enabled(webhook=webhook, enabled=False)
+
+
+def _response_shown(attempt: DeliveryAttempt) -> str:
+    """The receiver's answer, shortened for a message line (the attempt log has 4 KB)."""
+    text = " ".join(attempt.response_body.split())
+    if not text:
+        return ""
+    return " — response: " + (text if len(text) <= 300 else text[:299] + "…")
 
 
 class AttemptInline(admin.TabularInline):

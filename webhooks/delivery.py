@@ -32,9 +32,11 @@ from django.utils import timezone
 from calltelemetry.caching import BoundedCache
 from licensing.gating import webhooks_license_problem
 from webhooks import http, lifecycle, redaction, sql
+from webhooks.bodies import call_body, record_body
 from webhooks.lifecycle import BATCH_MAX
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
-from webhooks.payload import StoredCdr, payload_body, stored_calls, stored_cdrs
+from webhooks.payload import StoredCdr, stored_calls, stored_cdrs
+from webhooks.templating import TemplateFailed
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +72,26 @@ def sign(*, secret: str, event_id: str, timestamp: int, body: bytes) -> str:
 
 
 def request_headers(
-    webhook: Webhook, custom: list[tuple[str, str]], event_id: str, body: bytes
+    webhook: Webhook,
+    custom: list[tuple[str, str]],
+    event_id: str,
+    body: bytes,
+    *,
+    test: bool = False,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The headers to send, and the same with every secret value masked (for the log)."""
+    """The headers to send, and the same with every secret value masked (for the log). A
+    test event says so (`webhook-test: true`), so a receiver can keep it out of its data."""
     timestamp = int(timezone.now().timestamp())
     headers = {name: value for name, value in custom}
     redacted = {name: MASK for name, _ in custom}
     ours = {
-        "Content-Type": "application/json",
+        "Content-Type": webhook.content_type,
         "User-Agent": http.USER_AGENT,
         "webhook-id": event_id,
         "webhook-timestamp": str(timestamp),
     }
+    if test:
+        ours["webhook-test"] = "true"
     if webhook.secret:
         ours["webhook-signature"] = sign(
             secret=webhook.secret, event_id=event_id, timestamp=timestamp, body=body
@@ -159,7 +169,9 @@ os.register_at_fork(after_in_child=_forget_pool)
 def _send(job: _Send) -> _Send:
     job.started_at = timezone.now()
     try:
-        job.response = http.post(job.webhook.url, body=job.body, headers=job.headers)
+        job.response = http.post(
+            job.webhook.url, body=job.body, headers=job.headers, method=job.webhook.method
+        )
     except Exception as exc:  # never lose the batch over one request
         log.exception("delivery %s: unexpected error while sending", job.delivery.pk)
         job.response = http.Response(error_class="connect", error=f"{type(exc).__name__}: {exc}")
@@ -170,6 +182,9 @@ def _send_all(jobs: list[_Send]) -> None:
     """Send every job: one inline, several at once on this process's thread pool (each
     request holds one keep-alive connection of the destination's pool)."""
     global _pool
+    jobs = [job for job in jobs if job.response is None]  # a failed template sends nothing
+    if not jobs:
+        return
     if len(jobs) == 1:
         _send(jobs[0])
         return
@@ -231,12 +246,35 @@ def deliveries_send(
                 continue
             try:
                 if call is not None:
-                    delivery.body = call.body(name=webhook.name, meta=webhook.meta)
+                    delivery.body = call_body(
+                        webhook=webhook, objects=call.objects(), event_id=delivery.event_id
+                    )
                 else:
                     assert record is not None
-                    delivery.body = payload_body(
-                        name=webhook.name, meta=webhook.meta, cdr=record.cdr()
+                    delivery.body = record_body(
+                        webhook=webhook, cdr=record.cdr(), event_id=delivery.event_id
                     )
+            except TemplateFailed as exc:
+                # The operator's template, not the record: an attempt that sent nothing,
+                # class `template`, failing this delivery alone (the body stays unrendered,
+                # so a redelivery after the template is fixed renders it again).
+                log.warning(
+                    "delivery %s: the body template of webhook %s failed: %s",
+                    delivery.pk,
+                    webhook.name,
+                    exc,
+                    extra={
+                        "webhook": webhook.pk,
+                        "delivery": delivery.pk,
+                        "error_class": "template",
+                    },
+                )
+                headers, redacted = request_headers(webhook, custom, delivery.event_id, b"")
+                failed = http.Response(error_class="template", error=f"template: {exc}")
+                job = _Send(delivery, webhook, b"", headers, redacted, False, record)
+                job.started_at, job.response = timezone.now(), failed
+                jobs.append(job)
+                continue
             except Exception as exc:  # one stored record must never hold back its batch
                 log.warning(
                     "delivery %s: cannot render %s %s: %s",
@@ -257,7 +295,8 @@ def deliveries_send(
                 results[delivery.pk] = None
                 continue
         body = delivery.body.encode()
-        headers, redacted = request_headers(webhook, custom, delivery.event_id, body)
+        test = delivery.kind == Delivery.Kind.TEST
+        headers, redacted = request_headers(webhook, custom, delivery.event_id, body, test=test)
         jobs.append(_Send(delivery, webhook, body, headers, redacted, rendered, record))
 
     _send_all(jobs)

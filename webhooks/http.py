@@ -380,10 +380,15 @@ def _classify(exc: BaseException) -> str:
 
 
 def post(
-    url: str, *, body: bytes, headers: dict[str, str], timeout: float | None = None
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float | None = None,
+    method: str = "POST",
 ) -> Response:
-    """POST `body` to `url`, all of it within `timeout` seconds (WEBHOOK_TIMEOUT). Never
-    raises for network trouble: the Response says what happened."""
+    """POST (or PUT, PATCH: `method`) `body` to `url`, all of it within `timeout` seconds
+    (WEBHOOK_TIMEOUT). Never raises for network trouble: the Response says what happened."""
     timeout = timeout or settings.WEBHOOK_TIMEOUT
     target = _target(url)
     if target.problem:
@@ -394,7 +399,7 @@ def post(
     try:
         try:
             reply = _pool(target).urlopen(
-                "POST",
+                method,
                 target.path,
                 body=body,
                 headers={**headers, "User-Agent": USER_AGENT},
@@ -453,9 +458,10 @@ def _ms(started: float) -> float:
 
 
 def is_permanent(response: Response) -> bool:
-    """Failures that retrying cannot fix: policy refusals, redirects (never followed) and 4xx
-    other than 408, 425 and 429. Connection errors, timeouts and 5xx are worth retrying."""
-    if response.error_class == "policy":
+    """Failures that retrying cannot fix: policy refusals, a body template that failed (nothing
+    was sent), redirects (never followed) and 4xx other than 408, 425 and 429. Connection
+    errors, timeouts and 5xx are worth retrying."""
+    if response.error_class in ("policy", "template"):
         return True
     code = response.status_code
     return code is not None and 300 <= code < 500 and code not in (408, 425, 429)

@@ -27,6 +27,11 @@ class Webhook(models.Model):
         RECORD = "record", "record: once per matching CDR"
         CALL = "call", "call: once per matching settled call"
 
+    class Method(models.TextChoices):
+        POST = "POST", "POST"
+        PUT = "PUT", "PUT"
+        PATCH = "PATCH", "PATCH"
+
     name = models.CharField(max_length=100, unique=True)
     url = models.URLField(max_length=2000, help_text="http:// or https:// destination")
     enabled = models.BooleanField(default=True)
@@ -41,6 +46,28 @@ class Webhook(models.Model):
     meta = models.JSONField(default=dict, blank=True, help_text="sent under the `meta` key")
     secret = models.CharField(
         max_length=200, blank=True, help_text="whsec_… signing secret (never shown again)"
+    )
+    # H-tmpl (issue 14 item 1): the request's method and body. Empty template: the seed body.
+    method = models.CharField(
+        max_length=5,
+        choices=Method.choices,
+        default=Method.POST,
+        db_default=Method.POST,
+        help_text="HTTP method of every send",
+    )
+    body_template = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Jinja2 template of the body (variables cdr, decoded, call, cdrs, cmrs, meta, "
+        "name, event_id; filter tojson); empty: the standard JSON body",
+    )
+    content_type = models.CharField(
+        max_length=200,
+        default="application/json",
+        db_default="application/json",
+        help_text="Content-Type header of every send; a JSON type requires the template to "
+        "render valid JSON",
     )
     hit_count = models.PositiveBigIntegerField(default=0)
     last_hit_at = models.DateTimeField(null=True, blank=True)
@@ -230,6 +257,7 @@ class DeliveryAttempt(models.Model):
         TIMEOUT = "timeout"
         HTTP = "http"
         POLICY = "policy"
+        TEMPLATE = "template"  # the body template failed: nothing was sent
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField()

@@ -176,7 +176,8 @@ class StoredCall:
     legs: list[tuple[int, str]]  # (layout id, raw line), in origination order
     cmrs: list[tuple[int, str]]  # (layout id, raw line), in time order
 
-    def body(self, *, name: str, meta: dict[str, Any]) -> str:
+    def objects(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, str]]]:
+        """The payload's `call`, `cdrs` and `cmrs` (also a body template's variables)."""
         from cdr.models import RecordLayout
         from cdr.parsing import split_line
 
@@ -185,12 +186,10 @@ class StoredCall:
                 "pk", "fields"
             )
         )
-        return call_payload_body(
-            name=name,
-            meta=meta,
-            call=call_object(self.facts),
-            cdrs=[_renderer(layout)(split_line(raw)) for layout, raw in self.legs],
-            cmrs=[cmr_object(cmr_layouts[layout], split_line(raw)) for layout, raw in self.cmrs],
+        return (
+            call_object(self.facts),
+            [_renderer(layout)(split_line(raw)) for layout, raw in self.legs],
+            [cmr_object(cmr_layouts[layout], split_line(raw)) for layout, raw in self.cmrs],
         )
 
 
@@ -214,37 +213,3 @@ def stored_calls(call_ids: Iterable[int]) -> dict[int, StoredCall]:
         call_id: StoredCall(call_id, row, legs[call_id], cmrs[call_id])
         for call_id, row in facts.items()
     }
-
-
-def event_body(
-    *, cdr_id: int | None, name: str, meta: dict[str, Any], call_id: int | None = None
-) -> str | None:
-    """An event delivery's body, rendered from its stored CDR, or its stored call for a
-    call-scope delivery (the trigger stores no body, so matching stays cheap: it is rendered
-    when first sent, or for a preview); None when the record or call no longer exists."""
-    if call_id is not None:
-        call = stored_calls([call_id]).get(call_id)
-        return None if call is None else call.body(name=name, meta=meta)
-    record = stored_cdrs([cdr_id]).get(cdr_id) if cdr_id is not None else None
-    if record is None:
-        return None
-    return payload_body(name=name, meta=meta, cdr=record.cdr())
-
-
-def delivery_body_preview(delivery: Any) -> str | None:
-    """For a delivery not sent yet (its body is empty until the first send): the body it
-    would carry, rendered now from its record and its webhook's current name and meta, for
-    the delivery log. None when it has a body, or its record is gone or cannot be rendered
-    (the delivery then failed, and its reason says why: the log page must still show)."""
-    if delivery.body or (delivery.cdr_id is None and delivery.call_id is None):
-        return None
-    webhook = delivery.webhook
-    try:
-        return event_body(
-            cdr_id=delivery.cdr_id,
-            name=webhook.name,
-            meta=webhook.meta,
-            call_id=delivery.call_id,
-        )
-    except Exception:
-        return None

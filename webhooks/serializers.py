@@ -14,6 +14,7 @@ from rest_framework import serializers
 from cdr.fields import FieldSpec
 from cdr.models import Cdr
 from licensing.verification import State
+from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CallFieldSpec
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind, operators_for
@@ -24,7 +25,6 @@ from webhooks.operations import (
     REDELIVERABLE,
     DryRunResult,
 )
-from webhooks.payload import delivery_body_preview
 from webhooks.redaction import text_redacted, url_redacted
 
 _SCALAR = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
@@ -141,6 +141,7 @@ class WebhookSerializer(serializers.ModelSerializer):
             "meta",
             "conditions",
             "headers",
+            *("method", "body_template", "content_type"),  # H-tmpl
             "has_secret",
             "hit_count",
             "last_hit_at",
@@ -195,6 +196,25 @@ class WebhookWriteSerializer(serializers.Serializer):
         "scope a CDR field condition holds when at least one leg satisfies it",
     )
     headers = HeaderListField(default=list, help_text="Custom request headers")
+    # H-tmpl: the request's method and body. Omitted: keep the stored value (a new webhook:
+    # POST, the standard body, application/json).
+    method = serializers.ChoiceField(
+        choices=Webhook.Method.choices, required=False, help_text="HTTP method of every send"
+    )
+    body_template = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Jinja2 (sandboxed) template of the body: variables cdr, decoded, meta, name, "
+        "event_id, and call, cdrs, cmrs in call scope; filter tojson. Checked on save: it "
+        "must compile and, with a JSON content_type, render JSON for the sample record "
+        '(call). "" sends the standard body',
+    )
+    content_type = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Content-Type of every send (default application/json)",
+    )
     secret = serializers.CharField(
         write_only=True,
         required=False,
@@ -270,6 +290,9 @@ class WebhookErrorsSerializer(serializers.Serializer):
     enabled = ErrorListField(required=False)
     scope = ErrorListField(required=False)
     meta = ErrorListField(required=False)
+    method = ErrorListField(required=False)
+    body_template = ErrorListField(required=False)
+    content_type = ErrorListField(required=False)
     secret = ErrorListField(required=False)
     generate_secret = ErrorListField(required=False)
     conditions = ConditionErrorsField(required=False)
@@ -494,3 +517,59 @@ class CdrFieldSerializer(serializers.Serializer):
         if isinstance(spec, CallFieldSpec):
             return list(spec.operators)
         return list(operators_for(spec))
+
+
+# --- H-tmpl: presets and preview -------------------------------------------------------
+
+
+class PresetHeaderSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    value = serializers.CharField(allow_blank=True)
+
+
+class PresetAuthSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["none", "basic", "bearer", "oauth2"])
+    fill = serializers.ListField(
+        child=serializers.CharField(), help_text="The `auth` members the operator must fill"
+    )
+
+
+class PresetSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="e.g. teams: the admin's add form takes ?preset=teams")
+    name = serializers.CharField()
+    description = serializers.CharField()
+    url = serializers.CharField(help_text="The destination, or its shape: replace the capitals")
+    method = serializers.ChoiceField(choices=Webhook.Method.choices)
+    content_type = serializers.CharField()
+    body_template = serializers.CharField(allow_blank=True)
+    headers = PresetHeaderSerializer(many=True)
+    auth = PresetAuthSerializer()
+    meta = MetaField(help_text="Members the template reads, to fill in (e.g. roomId)")
+
+
+class PreviewRequestSerializer(serializers.Serializer):
+    cdr_id = serializers.PrimaryKeyRelatedField(
+        queryset=Cdr.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="A stored CDR (call scope: its call)",
+    )
+    call_id = serializers.IntegerField(
+        required=False, allow_null=True, help_text="A stored call (call-scope webhooks)"
+    )
+
+
+class PreviewSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(
+        choices=["cdr", "call", "sample"],
+        help_text="What was rendered: the given or latest matching stored record or call, or "
+        "the sample (nothing stored matches)",
+    )
+    cdr_id = serializers.IntegerField(allow_null=True)
+    call_id = serializers.IntegerField(allow_null=True)
+    method = serializers.CharField()
+    url = DestinationField()
+    headers = serializers.DictField(
+        child=serializers.CharField(), help_text="As they would be sent, secrets masked"
+    )
+    body = serializers.CharField(allow_blank=True, help_text="Exactly as it would be sent")

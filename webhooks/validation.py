@@ -20,11 +20,13 @@ from django.db import IntegrityError, transaction
 
 from licensing.gating import enabled_webhooks_limit
 from webhooks import delivery
+from webhooks.bodies import template_problem
 from webhooks.call_matching import scoped_condition
 from webhooks.delivery import MASK, secret_problem
 from webhooks.http import url_problem
 from webhooks.matching import ConditionError, Rule
 from webhooks.models import Condition, Header, Webhook
+from webhooks.templating import SOURCE_LIMIT
 
 MAX_CONDITIONS = 100
 MAX_HEADERS = 50
@@ -100,6 +102,10 @@ class WebhookDraft:
     rules: list[Rule] | None
     headers: list[tuple[str, str]] | None
     secret: str | None
+    # H-tmpl: the request's method, body template and content type.
+    method: str = Webhook.Method.POST
+    body_template: str = ""
+    content_type: str = "application/json"
     generated_secret: str | None = field(default=None, repr=False)
 
 
@@ -202,13 +208,17 @@ def webhook_validate(
     secret: str | None,
     generate_secret: bool = False,
     scope: object = None,
+    method: object = None,
+    body_template: object = None,
+    content_type: object = None,
 ) -> WebhookDraft:
     """Check a whole definition; raise WebhookInvalid with every problem found.
 
     `conditions`/`headers` None keep the stored ones (a new webhook gets none). `secret` None
     keeps the stored secret, "" removes it; `generate_secret` makes a new one instead.
     A header value equal to the mask keeps the stored value of that header. `scope` None
-    keeps the stored scope (a new webhook: record).
+    keeps the stored scope (a new webhook: record); so do None `method`, `body_template`
+    and `content_type` (a new webhook: POST, the seed body, application/json).
     """
     errors: Errors = {}
     name = name.strip() if isinstance(name, str) else ""
@@ -276,6 +286,19 @@ def webhook_validate(
     elif secret and (problem := secret_problem(secret)):
         errors["secret"] = [problem]
 
+    request_errors, request = _request(webhook, method, body_template, content_type)
+    errors.update(request_errors)
+    if "body_template" not in errors and (
+        problem := template_problem(
+            source=request["body_template"],
+            content_type=request["content_type"],
+            scope=str(scope),
+            name=name,
+            meta=meta,
+        )
+    ):
+        errors["body_template"] = [problem]
+
     if enabled and (problem := enable_problem(webhook)):
         errors["enabled"] = [problem]
 
@@ -291,7 +314,40 @@ def webhook_validate(
         headers=header_pairs,
         secret=secret,
         generated_secret=generated,
+        **request,
     )
+
+
+_MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _request(
+    webhook: Webhook | None, method: object, body_template: object, content_type: object
+) -> tuple[Errors, dict[str, str]]:
+    """H-tmpl: the method, body template and content type to save (None keeps the stored
+    value), and their problems; the template itself is checked by `template_problem`."""
+    errors: Errors = {}
+    given = {"method": method, "body_template": body_template, "content_type": content_type}
+    values: dict[str, str] = {}
+    for key, value in given.items():
+        default = Webhook._meta.get_field(key).default
+        stored = getattr(webhook, key) if webhook is not None else default
+        values[key] = stored if value is None else value
+        if not isinstance(values[key], str):
+            errors[key] = [f"{key} is text"]
+            values[key] = stored
+    if values["method"] not in Webhook.Method.values:
+        errors["method"] = [f"method is one of {', '.join(Webhook.Method.values)}"]
+    if len(values["body_template"]) > SOURCE_LIMIT:
+        errors["body_template"] = [f"a template is at most {SOURCE_LIMIT} characters"]
+    elif "\x00" in values["body_template"]:
+        errors["body_template"] = ["a template must not contain NUL characters"]
+    media = values["content_type"].split(";", 1)[0].strip()
+    if not _MEDIA_TYPE.fullmatch(media) or not _FIELD_VALUE.fullmatch(values["content_type"]):
+        errors["content_type"] = ["a media type such as application/json or text/plain"]
+    elif len(values["content_type"]) > 200:
+        errors["content_type"] = ["a content type is at most 200 characters"]
+    return errors, values
 
 
 def _stored_headers(webhook: Webhook) -> dict[str, str]:
@@ -310,6 +366,9 @@ def webhook_save(
     secret: str | None,
     generate_secret: bool = False,
     scope: object = None,
+    method: object = None,
+    body_template: object = None,
+    content_type: object = None,
 ) -> tuple[Webhook, str | None]:
     """Validate and write a webhook with its conditions and headers, all or nothing.
 
@@ -329,6 +388,9 @@ def webhook_save(
                 secret=secret,
                 generate_secret=generate_secret,
                 scope=scope,
+                method=method,
+                body_template=body_template,
+                content_type=content_type,
             )
             saved = _write(webhook, draft)
     except IntegrityError as exc:
@@ -349,6 +411,9 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
     webhook.enabled = draft.enabled
     webhook.meta = draft.meta
     webhook.scope = draft.scope
+    webhook.method = draft.method
+    webhook.body_template = draft.body_template
+    webhook.content_type = draft.content_type
     if draft.secret is not None:
         webhook.secret = draft.secret
     if webhook.pk is None:
@@ -356,7 +421,10 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
     else:
         # Only the definition: statistics move concurrently with F() updates elsewhere.
         webhook.save(
-            update_fields=["name", "url", "enabled", "meta", "scope", "secret", "updated_at"]
+            update_fields=[
+                *("name", "url", "enabled", "meta", "scope", "secret", "updated_at"),
+                *("method", "body_template", "content_type"),  # H-tmpl
+            ]
         )
     if draft.rules is not None:
         webhook.conditions.all().delete()

@@ -36,11 +36,13 @@ from calltelemetry.schema import (
     ApiSchema,
 )
 from cdr.fields import CDR_FIELDS
+from cdr.models import Call
 from licensing.gating import require_webhooks_license
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.filters import DeliveryFilter, WebhookFilter
 from webhooks.models import Delivery, Webhook
 from webhooks.operations import calls_dry_run, cdrs_dry_run, deliveries_redeliver
+from webhooks.presets import PRESETS
 from webhooks.redaction import MaskedUrl, url_restored
 from webhooks.serializers import (
     AttemptSerializer,
@@ -53,13 +55,17 @@ from webhooks.serializers import (
     DryRunResultSerializer,
     DryRunSerializer,
     LicenseRequiredSerializer,
+    PresetSerializer,
+    PreviewRequestSerializer,
+    PreviewSerializer,
     TestSendSerializer,
     WebhookErrorsSerializer,
     WebhookSavedSerializer,
     WebhookSerializer,
     WebhookWriteSerializer,
 )
-from webhooks.services import delivery_redeliver, webhook_test_send
+from webhooks.services import delivery_redeliver, webhook_preview, webhook_test_send
+from webhooks.templating import TemplateFailed
 from webhooks.trigger import webhook_rules
 from webhooks.validation import WebhookInvalid, condition_rules, webhook_save
 
@@ -192,24 +198,30 @@ class WebhookViewSet(viewsets.ModelViewSet):
             "headers": given.get("headers"),
             "secret": given.get("secret"),
             "generate_secret": given.get("generate_secret", False),
+            **{key: given.get(key) for key in ("method", "body_template", "content_type")},
         }
         webhook, secret = self._save(data, webhook)
         return self._saved(webhook, secret, status.HTTP_200_OK)
 
     @extend_schema(
         summary="Send a test event now",
-        description="One attempt, no retries: a stored CDR (`cdr_id`) or the synthetic "
-        "example record; for a call-scope webhook the call payload of that CDR's call, or "
-        "of the example call. Answers with the attempt, whatever the receiver said.",
+        description="One attempt, no retries, with the header `webhook-test: true`: a stored "
+        "CDR (`cdr_id`), else the newest stored CDR the conditions match, else the "
+        "synthetic example record; for a call-scope webhook the call payload of that CDR's "
+        "call, else of the newest matching settled call, else of the example call. Answers "
+        "with the attempt, whatever the receiver said.",
         request=TestSendSerializer,
         responses={
             200: AttemptSerializer,
             400: OpenApiResponse(
                 inline_serializer(
                     "TestSendErrors",
-                    {"cdr_id": serializers.ListField(child=serializers.CharField())},
+                    {
+                        name: serializers.ListField(child=serializers.CharField(), required=False)
+                        for name in ("cdr_id", "body_template")
+                    },
                 ),
-                description="No CDR with that id",
+                description="No CDR with that id, or the body template failed (not sent)",
             ),
             404: NOT_FOUND,
             409: OpenApiResponse(ERROR_DETAIL, description="Not sent (license lapsed meanwhile)"),
@@ -222,10 +234,63 @@ class WebhookViewSet(viewsets.ModelViewSet):
         webhook = self.get_object()
         body = TestSendSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        attempt = webhook_test_send(webhook=webhook, cdr=body.validated_data.get("cdr_id"))
+        try:
+            attempt = webhook_test_send(webhook=webhook, cdr=body.validated_data.get("cdr_id"))
+        except TemplateFailed as exc:
+            raise ValidationError({"body_template": [str(exc)]}) from exc
         if attempt is None:
             raise NotSent()
         return Response(AttemptSerializer(attempt, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        summary="Render the request for a stored record or call, without sending it",
+        description="The body and headers (secrets masked) the webhook would send for a "
+        "stored CDR (`cdr_id`; call scope: its call) or call (`call_id`, call scope), or, "
+        "with neither, for the newest stored one its conditions match, else the sample. "
+        "Nothing is sent or stored; no license needed.",
+        request=PreviewRequestSerializer,
+        responses={
+            200: PreviewSerializer,
+            400: OpenApiResponse(
+                inline_serializer(
+                    "PreviewErrors",
+                    {
+                        name: serializers.ListField(child=serializers.CharField(), required=False)
+                        for name in ("cdr_id", "call_id", "body_template")
+                    },
+                ),
+                description="No such CDR or call, or the body template failed on it",
+            ),
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def preview(self, request: Request, pk: str | None = None) -> Response:
+        webhook = self.get_object()
+        body = PreviewRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        cdr, call_id = body.validated_data.get("cdr_id"), body.validated_data.get("call_id")
+        if call_id is not None:
+            if webhook.scope != Webhook.Scope.CALL:
+                raise ValidationError({"call_id": ["a record-scope webhook renders CDRs"]})
+            if not Call.objects.filter(pk=call_id).exists():
+                raise ValidationError({"call_id": [f"no call with id {call_id}"]})
+        try:
+            preview = webhook_preview(webhook=webhook, cdr=cdr, call_id=call_id)
+        except TemplateFailed as exc:
+            raise ValidationError({"body_template": [str(exc)]}) from exc
+        data = {
+            "source": preview.source.kind,
+            "cdr_id": preview.source.cdr_id,
+            "call_id": preview.source.call_id,
+            "method": preview.method,
+            "url": preview.url,
+            "headers": preview.headers,
+            "body": preview.body,
+        }
+        return Response(PreviewSerializer(data, context=self.get_serializer_context()).data)
 
     @extend_schema(
         summary="Count which stored CDRs (or calls) the conditions match",
@@ -406,3 +471,30 @@ class CdrFieldViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if scope == Webhook.Scope.CALL:
             return [*CALL_FIELDS, *CDR_FIELDS]
         return list(CDR_FIELDS)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List webhook presets (Webex, Teams, Slack, ServiceNow, generic JSON)",
+        responses={200: PresetSerializer(many=True), **READ_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="Show a webhook preset",
+        responses={200: PresetSerializer, 404: NOT_FOUND, **READ_ERRORS},
+    ),
+)
+class WebhookPresetViewSet(viewsets.ViewSet):
+    """H-tmpl: starting points that fill method, body template, content type, headers and
+    the auth type of a new webhook; the operator then edits them."""
+
+    schema = ApiSchema()
+    lookup_value_regex = "[a-z]+"
+
+    def list(self, request: Request) -> Response:
+        return Response(PresetSerializer([p.as_dict() for p in PRESETS.values()], many=True).data)
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        preset = PRESETS.get(pk or "")
+        if preset is None:
+            raise Http404
+        return Response(PresetSerializer(preset.as_dict()).data)
