@@ -150,7 +150,7 @@ def tls_columns(
             continue
         value = value.strip()
         if member == "client_key" and value == MASK:
-            value = current
+            value = current.strip()
         elif MASK in value:
             errors[member] = [f"{member} still contains {MASK}"]
             continue

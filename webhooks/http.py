@@ -339,8 +339,8 @@ class Tls:
     @property
     def fingerprint(self) -> str:
         """Tells settings apart in a pool key without keeping the key material in it."""
-        material = "\0".join((self.ca_bundle, self.client_cert, self.client_key))
-        return hashlib.sha256(material.encode()).hexdigest() if any(material) else ""
+        parts = (self.ca_bundle, self.client_cert, self.client_key)
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest() if any(parts) else ""
 
 
 def tls_context(tls: Tls) -> ssl.SSLContext:
@@ -469,6 +469,14 @@ def _tls_problem(exc: BaseException, host: str) -> str:
             return (
                 f"TLS: {host} refused the connection because of our client certificate "
                 f"(missing or not trusted there: {cause.reason})"
+            )
+        if isinstance(cause, ssl.SSLEOFError):
+            # TLS 1.3: a receiver may refuse our client certificate by closing before its
+            # alert reaches us.
+            return (
+                f"TLS: {host} closed the connection during the handshake (a receiver that "
+                "requires a client certificate does so when it gets none, or one it does not "
+                "trust)"
             )
         cause = cause.__cause__ or cause.__context__
     return f"TLS: the handshake with {host} failed: {exc}"
