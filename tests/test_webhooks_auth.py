@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from typing import Any
 
@@ -343,3 +344,21 @@ def test_the_admin_sets_auth_and_never_shows_a_secret(admin_client: Client) -> N
     # Saved again with the password left empty: kept.
     assert admin_client.post(change, {**data, "auth_password": ""}).status_code == 302
     assert Webhook.objects.get().auth_password == "adm1n-pa55"
+
+
+def test_no_credential_reaches_a_log_line(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    endpoint, receiver = TokenEndpoint(httpserver), Receiver(httpserver, valid={"tok-2"})
+    webhook_test_send(webhook=oauth2_webhook(receiver, endpoint))  # a 401, a renewal
+    endpoint.refuse = True
+    caches_clear()
+    webhook_test_send(webhook=Webhook.objects.get())  # a token endpoint error
+    basic = make_webhook(receiver.url, name="basic", auth_type="basic", auth_username="u")
+    Webhook.objects.filter(pk=basic.pk).update(auth_password="ba51c-pa55")
+    webhook_test_send(webhook=Webhook.objects.get(pk=basic.pk))
+    text = caplog.text
+    assert "auth failed" in text and "401" in text  # the attempts were logged
+    for secret in ("cl13nt-s3cr3t", "tok-1", "tok-2", "ba51c-pa55", "dTpiYTUx"):
+        assert secret not in text
