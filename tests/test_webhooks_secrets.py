@@ -21,6 +21,7 @@ import trustme
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 from werkzeug import Request
@@ -72,10 +73,10 @@ def create(staff_api: APIClient, url: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_during_the_overlap_either_secret_verifies_and_after_it_only_the_new(
-    premium: str, staff_api: APIClient, httpserver: HTTPServer, settings: Any
+    premium: str, staff_api: APIClient, httpserver: HTTPServer, settings: Any, admin_client: Any
 ) -> None:
     httpserver.expect_request("/hook").respond_with_data("ok")
-    settings.WEBHOOK_SECRET_OVERLAP = 2
+    settings.WEBHOOK_SECRET_OVERLAP = 4
     created = create(staff_api, httpserver.url_for("/hook"), generate_secret=True)
     old = created["secret"]
     url = f"/api/v1/webhooks/{created['id']}/"
@@ -87,8 +88,12 @@ def test_during_the_overlap_either_secret_verifies_and_after_it_only_the_new(
     assert verifies(old, request) and verifies(new, request)
     assert attempt is not None
     assert attempt.request_headers["webhook-signature"] == f"v1,{MASK} v1,{MASK}"
+    page = admin_client.get(f"/admin/webhooks/webhook/{created['id']}/change/").content.decode()
+    assert "the replaced secret signs too until" in page and old not in page and new not in page
 
-    time.sleep(2.1)
+    until = Webhook.objects.get().previous_secret_until
+    assert until is not None
+    time.sleep(max(0.0, (until - timezone.now()).total_seconds()) + 0.1)
     caches_clear()
     webhook_test_send(webhook=Webhook.objects.get())
     request = httpserver.log[-1][0]

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
@@ -374,7 +375,13 @@ class WebhookAdmin(admin.ModelAdmin):
 
     @admin.display(description="signing secret")
     def signing(self, obj: Webhook) -> str:
-        return f"whsec_{MASK}" if obj.secret else "none (requests are not signed)"
+        if not obj.secret:
+            return "none (requests are not signed)"
+        until = obj.previous_secret_until
+        if obj.previous_secret and until is not None and until > timezone.now():
+            # H-auth: rotation in progress
+            return f"whsec_{MASK} (the replaced secret signs too until {until:%Y-%m-%d %H:%M} UTC)"
+        return f"whsec_{MASK}"
 
     @admin.display(description="deliveries")
     def deliveries_link(self, obj: Webhook) -> str:
