@@ -74,6 +74,13 @@ class BoundedCache(Generic[K, V]):
         """The live value kept for `key`; if there is none, keep `value` and return it."""
         return self._put(key, value, None, replace=False)
 
+    def discard(self, key: K) -> None:
+        """Forget the value kept for `key`, if any."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._evicted([entry[1]])
+
     def clear(self) -> None:
         with self._lock:
             dropped = [value for _, value in self._entries.values()]

@@ -61,6 +61,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Previous keys, still accepted (sessions, and webhook secrets encrypted at rest until
+# `manage.py reencrypt_secrets` rewrites them with SECRET_KEY).
+SECRET_KEY_FALLBACKS: list[str] = env.list("SECRET_KEY_FALLBACKS", default=[])
 if PRODUCTION:
     _required("ALLOWED_HOSTS")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -257,6 +260,10 @@ WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = config.read(
     env, "WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000", config.retry_schedule
 )
 WEBHOOK_ALLOWED_NETWORKS = config.read(env, "WEBHOOK_ALLOWED_NETWORKS", "", config.networks)
+# H-auth: seconds a replaced signing secret keeps signing beside the new one.
+WEBHOOK_SECRET_OVERLAP: int = config.read(
+    env, "WEBHOOK_SECRET_OVERLAP", "86400", config.non_negative_int
+)
 
 # --- Metrics (/metrics) ------------------------------------------------------------------
 

@@ -10,10 +10,12 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from cdr.fields import CDR_FIELDS
 from licensing.gating import webhooks_license_problem
+from webhooks import credentials
 from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.delivery import MASK
@@ -160,11 +162,62 @@ class WebhookForm(forms.ModelForm):
         "scope also call, cdrs, cmrs. Filter: tojson. Empty: the standard JSON body. Start "
         "from a preset: " + ", ".join(f"?preset={key}" for key in PRESETS) + " on the add page.",
     )
-    generate_secret = forms.BooleanField(required=False, help_text="generate a new secret")
+    generate_secret = forms.BooleanField(
+        required=False,
+        help_text="generate a new secret (the replaced one keeps signing beside it for "
+        "WEBHOOK_SECRET_OVERLAP seconds)",
+    )
     remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
 
+    # --- H-auth: the auth object and TLS settings; secrets are never put on the page -----
+    auth_type = forms.ChoiceField(
+        choices=Webhook.AuthType.choices,
+        initial=Webhook.AuthType.NONE,
+        label="Auth",
+        required=False,
+    )
+    auth_username = forms.CharField(required=False, label="Username (basic)")
+    auth_password = forms.CharField(
+        required=False, label="Password (basic)", widget=forms.PasswordInput(render_value=False)
+    )
+    auth_token = forms.CharField(
+        required=False, label="Token (bearer)", widget=forms.PasswordInput(render_value=False)
+    )
+    auth_token_url = forms.CharField(required=False, label="Token URL (oauth2)")
+    auth_client_id = forms.CharField(required=False, label="Client id (oauth2)")
+    auth_client_secret = forms.CharField(
+        required=False,
+        label="Client secret (oauth2)",
+        widget=forms.PasswordInput(render_value=False),
+    )
+    auth_scope = forms.CharField(required=False, label="Scope (oauth2)")
+    ca_bundle = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="PEM certificates trusted for this receiver besides the system's CAs",
+    )
+    client_cert = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="PEM client certificate, for receivers that check one (mTLS)",
+    )
+    client_key = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="PEM private key of the client certificate (never shown again)",
+    )
+    AUTH_SECRETS = {
+        "password": "auth_password",
+        "token": "auth_token",
+        "client_secret": "auth_client_secret",
+    }
+    # --- end H-auth ----------------------------------------------------------------------
+
     # The service's error keys, as fields of this form.
-    ERROR_FIELDS = {"secret": "new_secret"}
+    ERROR_FIELDS = {"secret": "new_secret", "auth": "auth_type"}
 
     class Meta:
         model = Webhook
@@ -188,6 +241,20 @@ class WebhookForm(forms.ModelForm):
             self.fields[
                 "url"
             ].help_text = f"credentials in the URL are shown as {MASK}; leave them so to keep them"
+            self._initial_auth_tls()
+
+    def _initial_auth_tls(self) -> None:
+        """H-auth: what may be shown of the stored auth and TLS settings; secret fields say
+        only whether a value is stored (left empty, they keep it)."""
+        stored = self.instance
+        for name in ("auth_type", "auth_username", "auth_client_id", "auth_scope"):
+            self.initial[name] = getattr(stored, name)
+        self.initial["auth_token_url"] = url_redacted(stored.auth_token_url)
+        self.initial["ca_bundle"] = stored.ca_bundle
+        self.initial["client_cert"] = stored.client_cert
+        for name in (*self.AUTH_SECRETS.values(), "client_key"):
+            if getattr(stored, name):
+                self.fields[name].help_text = "set: leave empty to keep it"
 
     def clean_url(self) -> str:
         try:
@@ -226,9 +293,8 @@ class WebhookForm(forms.ModelForm):
         self.definition = definition
         return data
 
-    @staticmethod
     def _definition(
-        data: dict[str, Any], conditions: RowsFormSet | None, headers: RowsFormSet | None
+        self, data: dict[str, Any], conditions: RowsFormSet | None, headers: RowsFormSet | None
     ) -> dict[str, Any]:
         if data.get("remove_secret"):
             secret: str | None = ""
@@ -257,7 +323,27 @@ class WebhookForm(forms.ModelForm):
             ],
             "secret": secret,
             "generate_secret": bool(data.get("generate_secret")) and secret != "",
+            "auth": self._auth(data),
+            "tls": self._tls(data),
         }  # fmt: skip
+
+    def _auth(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The auth object from the form; an empty secret field keeps the stored value."""
+        auth: dict[str, Any] = {"type": data.get("auth_type") or Webhook.AuthType.NONE}
+        for member in ("username", "token_url", "client_id", "scope"):
+            auth[member] = data.get(f"auth_{member}") or ""
+        for member, column in self.AUTH_SECRETS.items():
+            stored = self.instance.pk and getattr(self.instance, column)
+            auth[member] = data.get(column) or (MASK if stored else None)
+        kept = set(credentials.MEMBERS_OF[Webhook.AuthType(auth["type"])])
+        # Members of the other types are left behind when the type changes, not refused.
+        return {key: value for key, value in auth.items() if key == "type" or key in kept}
+
+    def _tls(self, data: dict[str, Any]) -> dict[str, Any]:
+        cert = data.get("client_cert") or ""
+        # No certificate: no key either; a key field left empty keeps the stored key.
+        key = (data.get("client_key") or MASK) if cert else ""
+        return {"ca_bundle": data.get("ca_bundle") or "", "client_cert": cert, "client_key": key}
 
     def _show(
         self, errors: Errors, conditions: RowsFormSet | None, headers: RowsFormSet | None
@@ -309,6 +395,23 @@ class WebhookAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "url", "enabled", "scope", "meta"]}),
         ("Request", {"fields": ["method", "content_type", "body_template"]}),  # H-tmpl
         ("Signing", {"fields": ["signing", "new_secret", "generate_secret", "remove_secret"]}),
+        # H-auth
+        (
+            "Authentication",
+            {
+                "fields": [
+                    "auth_type",
+                    "auth_username",
+                    "auth_password",
+                    "auth_token",
+                    "auth_token_url",
+                    "auth_client_id",
+                    "auth_client_secret",
+                    "auth_scope",
+                ]
+            },
+        ),
+        ("TLS", {"fields": ["ca_bundle", "client_cert", "client_key"]}),
         ("Statistics", {"fields": STATISTICS}),
     ]
     actions = ["send_test_event", "enable", "disable"]
@@ -320,7 +423,13 @@ class WebhookAdmin(admin.ModelAdmin):
 
     @admin.display(description="signing secret")
     def signing(self, obj: Webhook) -> str:
-        return f"whsec_{MASK}" if obj.secret else "none (requests are not signed)"
+        if not obj.secret:
+            return "none (requests are not signed)"
+        until = obj.previous_secret_until
+        if obj.previous_secret and until is not None and until > timezone.now():
+            # H-auth: rotation in progress
+            return f"whsec_{MASK} (the replaced secret signs too until {until:%Y-%m-%d %H:%M} UTC)"
+        return f"whsec_{MASK}"
 
     @admin.display(description="deliveries")
     def deliveries_link(self, obj: Webhook) -> str:

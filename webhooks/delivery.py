@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from calltelemetry.caching import BoundedCache
 from licensing.gating import webhooks_license_problem
-from webhooks import http, lifecycle, redaction, sql
+from webhooks import auth, http, lifecycle, redaction, sql
 from webhooks.bodies import call_body, record_body
 from webhooks.lifecycle import BATCH_MAX
 from webhooks.models import Delivery, DeliveryAttempt, Webhook
@@ -71,6 +71,17 @@ def sign(*, secret: str, event_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
+def signing_secrets(webhook: Webhook, *, now: datetime) -> list[str]:
+    """The secrets that sign a request now: the webhook's, and for WEBHOOK_SECRET_OVERLAP
+    after a change the one it replaced, so a receiver that still knows only the old one
+    keeps verifying."""
+    keys = [webhook.secret] if webhook.secret else []
+    until = webhook.previous_secret_until
+    if keys and webhook.previous_secret and until is not None and until > now:
+        keys.append(webhook.previous_secret)
+    return keys
+
+
 def request_headers(
     webhook: Webhook,
     custom: list[tuple[str, str]],
@@ -80,8 +91,11 @@ def request_headers(
     test: bool = False,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The headers to send, and the same with every secret value masked (for the log). A
-    test event says so (`webhook-test: true`), so a receiver can keep it out of its data."""
-    timestamp = int(timezone.now().timestamp())
+    test event says so (`webhook-test: true`), so a receiver can keep it out of its data.
+    The Authorization of the webhook's `auth` is added at send time (`_post`): an OAuth2
+    token is fetched then; the log gets its scheme only."""
+    now = timezone.now()
+    timestamp = int(now.timestamp())
     headers = {name: value for name, value in custom}
     redacted = {name: MASK for name, _ in custom}
     ours = {
@@ -92,17 +106,33 @@ def request_headers(
     }
     if test:
         ours["webhook-test"] = "true"
-    if webhook.secret:
-        ours["webhook-signature"] = sign(
-            secret=webhook.secret, event_id=event_id, timestamp=timestamp, body=body
+    keys = signing_secrets(webhook, now=now)
+    if keys:
+        # Standard Webhooks: several signatures, space-separated; any one that verifies will do.
+        ours["webhook-signature"] = " ".join(
+            sign(secret=key, event_id=event_id, timestamp=timestamp, body=body) for key in keys
         )
     # Our protocol headers win over a custom header of the same name.
     lowered = {name.lower() for name in ours}
     headers = {k: v for k, v in headers.items() if k.lower() not in lowered} | ours
     redacted = {k: v for k, v in redacted.items() if k.lower() not in lowered} | ours
     if "webhook-signature" in redacted:
-        redacted["webhook-signature"] = "v1," + MASK
+        redacted["webhook-signature"] = " ".join("v1," + MASK for _ in keys)
+    masked_auth = auth.authorization_masked(webhook)
+    if masked_auth is not None:
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        redacted = {k: v for k, v in redacted.items() if k.lower() != "authorization"}
+        redacted["Authorization"] = masked_auth
     return headers, redacted
+
+
+def webhook_tls(webhook: Webhook) -> http.Tls | None:
+    """The webhook's own TLS settings, None when it has none."""
+    if not (webhook.ca_bundle or webhook.client_cert):
+        return None
+    return http.Tls(
+        ca_bundle=webhook.ca_bundle, client_cert=webhook.client_cert, client_key=webhook.client_key
+    )
 
 
 WEBHOOK_CACHE_SECONDS = 2.0
@@ -166,12 +196,33 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
+def _post(job: _Send) -> http.Response:
+    """One request with the webhook's credentials and TLS settings. An OAuth2 receiver that
+    answers 401 may hold a token revoked or expired early: a new one is fetched and the
+    request sent again, once."""
+    webhook = job.webhook
+    tls = webhook_tls(webhook)
+    renewals = 1 if webhook.auth_type == Webhook.AuthType.OAUTH2 else 0
+    for renew in range(renewals + 1):
+        try:
+            credentials = auth.authorization(webhook, tls, renew=renew > 0)
+        except auth.AuthFailed as exc:
+            return http.Response(error_class="auth", error=str(exc))
+        headers = job.headers
+        if credentials is not None:
+            headers = {**headers, "Authorization": credentials}
+        response = http.post(
+            webhook.url, body=job.body, headers=headers, tls=tls, method=webhook.method
+        )
+        if response.status_code != 401:
+            break
+    return response
+
+
 def _send(job: _Send) -> _Send:
     job.started_at = timezone.now()
     try:
-        job.response = http.post(
-            job.webhook.url, body=job.body, headers=job.headers, method=job.webhook.method
-        )
+        job.response = _post(job)
     except Exception as exc:  # never lose the batch over one request
         log.exception("delivery %s: unexpected error while sending", job.delivery.pk)
         job.response = http.Response(error_class="connect", error=f"{type(exc).__name__}: {exc}")

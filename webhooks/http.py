@@ -6,9 +6,9 @@ addresses DNS returned, and the socket connects to the very address that was che
 name that resolves to a safe address at save time and to 169.254.169.254 later (DNS
 rebinding) is still refused. TLS keeps the host name for SNI and certificate checks.
 
-Connections are kept alive and reused: one thread-safe pool per (scheme, host, port, policy)
-in each worker process, so consecutive deliveries to one receiver share a TCP (and TLS)
-connection. Every new connection resolves, checks and pins its address again; a reused one
+Connections are kept alive and reused: one thread-safe pool per (scheme, host, port, policy,
+TLS settings) in each worker process, so consecutive deliveries to one receiver share a TCP
+(and TLS) connection. Every new connection resolves, checks and pins its address again; a reused one
 stays connected to the address that was checked when it was opened, and a change of
 `WEBHOOK_ALLOWED_NETWORKS` starts new pools.
 
@@ -18,19 +18,27 @@ would otherwise hold a request, and its worker, for as long as it likes. Socket 
 cannot express that, so one watchdog thread per process shuts down the socket of every
 request still running at its deadline; the blocked read then returns and the attempt is
 recorded as a `timeout`.
+
+TLS: certificates are always verified, against the system's CAs plus a webhook's own CA
+bundle (an on-prem receiver behind its own CA), and a webhook may present a client
+certificate (mTLS). A failed handshake is a `tls` error saying which check failed, in words.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import ipaddress
 import itertools
 import os
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +53,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util.ssl_match_hostname import CertificateError
 from urllib3.util.timeout import Timeout
 
 import calltelemetry
@@ -318,12 +327,55 @@ def _target(url: str) -> _Target:
     return target
 
 
-def _pool(target: _Target) -> HTTPConnectionPool:
-    pool = _pools.get(target.key)
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """A webhook's own TLS settings (PEM text): CAs to trust besides the system's, and a
+    client certificate with its key for receivers that check one (mTLS)."""
+
+    ca_bundle: str = ""
+    client_cert: str = ""
+    client_key: str = field(default="", repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Tells settings apart in a pool key without keeping the key material in it."""
+        parts = (self.ca_bundle, self.client_cert, self.client_key)
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest() if any(parts) else ""
+
+
+def tls_context(tls: Tls) -> ssl.SSLContext:
+    """A verifying context: system CAs plus `tls.ca_bundle`, host names checked, and the
+    client certificate loaded. Raises ssl.SSLError or ValueError on bad PEM."""
+    context = ssl.create_default_context()
+    if tls.ca_bundle:
+        context.load_verify_locations(cadata=tls.ca_bundle)
+    if tls.client_cert:
+        # ssl reads a certificate chain only from files: written to a private directory
+        # (mode 0700) and removed as soon as it is loaded.
+        with tempfile.TemporaryDirectory(prefix="webhook-tls-") as folder:
+            cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
+            cert.write_text(tls.client_cert)
+            key.touch(mode=0o600)
+            key.write_text(tls.client_key)
+            context.load_cert_chain(cert, key)
+    return context
+
+
+def _pool(target: _Target, tls: Tls | None) -> HTTPConnectionPool:
+    https = target.scheme == "https"
+    fingerprint = tls.fingerprint if https and tls is not None else ""
+    key = (*target.key, fingerprint)
+    pool = _pools.get(key)
     if pool is None:
-        cls = GuardedHTTPSPool if target.scheme == "https" else GuardedHTTPPool
-        new = cls(target.host, target.port, maxsize=POOL_MAXSIZE, block=False, retries=False)
-        pool = _pools.setdefault(target.key, new)
+        options: dict[str, Any] = {}
+        if fingerprint:
+            assert tls is not None
+            options["ssl_context"] = tls_context(tls)
+        cls = GuardedHTTPSPool if https else GuardedHTTPPool
+        new = cls(
+            target.host, target.port, maxsize=POOL_MAXSIZE, block=False, retries=False, **options
+        )
+        pool = _pools.setdefault(key, new)
         if pool is not new:  # another thread made one first (this one never connected)
             new.close()
     return pool
@@ -373,10 +425,61 @@ def _classify(exc: BaseException) -> str:
             return "connect"
         if isinstance(cause, Urllib3Timeout | socket.timeout):
             return "timeout"
-        if isinstance(cause, SSLError):
+        if isinstance(cause, SSLError | ssl.SSLError | CertificateError):
             return "tls"
         cause = cause.__cause__ or cause.__context__
     return "connect"
+
+
+# OpenSSL's X509_V_ERR_* codes of the failures an operator can act on.
+_UNTRUSTED = {2, 18, 19, 20, 21, 27}
+_EXPIRED, _NOT_YET_VALID = 10, 9
+_WRONG_NAME = {62, 64}
+
+
+def _tls_problem(exc: BaseException, host: str) -> str:
+    """A failed handshake in plain words: which check failed, and what to do about it."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            code = cause.verify_code
+            if code in _UNTRUSTED:
+                return (
+                    f"TLS: the certificate of {host} is not signed by a trusted CA (unknown "
+                    "CA: add the CA that issued it to the webhook's CA bundle)"
+                )
+            if code == _EXPIRED:
+                return f"TLS: the certificate of {host} has expired"
+            if code == _NOT_YET_VALID:
+                return f"TLS: the certificate of {host} is not valid yet (check the clocks)"
+            if code in _WRONG_NAME:
+                return (
+                    f"TLS: the certificate {host} presented is for another host name, not "
+                    f"{host} (wrong host name)"
+                )
+            return f"TLS: the certificate of {host} was refused: {cause.verify_message}"
+        if isinstance(cause, CertificateError):
+            return f"TLS: the certificate {host} presented is for another host name ({cause})"
+        if isinstance(cause, ssl.SSLError) and cause.reason in (
+            "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+            "SSLV3_ALERT_BAD_CERTIFICATE",
+            "TLSV1_ALERT_UNKNOWN_CA",
+            "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        ):
+            return (
+                f"TLS: {host} refused the connection because of our client certificate "
+                f"(missing or not trusted there: {cause.reason})"
+            )
+        if isinstance(cause, ssl.SSLEOFError):
+            # TLS 1.3: a receiver may refuse our client certificate by closing before its
+            # alert reaches us.
+            return (
+                f"TLS: {host} closed the connection during the handshake (a receiver that "
+                "requires a client certificate does so when it gets none, or one it does not "
+                "trust)"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return f"TLS: the handshake with {host} failed: {exc}"
 
 
 def post(
@@ -386,9 +489,13 @@ def post(
     headers: dict[str, str],
     timeout: float | None = None,
     method: str = "POST",
+    tls: Tls | None = None,
+    excerpt_limit: int = RESPONSE_EXCERPT,
 ) -> Response:
     """POST (or PUT, PATCH: `method`) `body` to `url`, all of it within `timeout` seconds
-    (WEBHOOK_TIMEOUT). Never raises for network trouble: the Response says what happened."""
+    (WEBHOOK_TIMEOUT). Never raises for network trouble: the Response says what happened.
+    `tls`: the webhook's own TLS settings; `excerpt_limit`: how much of the response body to
+    keep."""
     timeout = timeout or settings.WEBHOOK_TIMEOUT
     target = _target(url)
     if target.problem:
@@ -398,7 +505,7 @@ def post(
     reply = None
     try:
         try:
-            reply = _pool(target).urlopen(
+            reply = _pool(target, tls).urlopen(
                 method,
                 target.path,
                 body=body,
@@ -410,7 +517,7 @@ def post(
                 preload_content=False,
                 release_conn=False,
             )
-            excerpt = reply.read(RESPONSE_EXCERPT) or b""
+            excerpt = reply.read(excerpt_limit) or b""
             # Drain a small remainder so the connection can be reused; drop a large one.
             if len(reply.read(DRAIN_LIMIT) or b"") >= DRAIN_LIMIT:
                 reply.close()
@@ -427,7 +534,9 @@ def post(
             reply.close()
         if expired:
             return _timed_out(timeout, started)
-        return Response(error_class=_classify(exc), error=str(exc)[:1000], latency_ms=_ms(started))
+        error_class = _classify(exc)
+        error = _tls_problem(exc, target.host) if error_class == "tls" else str(exc)
+        return Response(error_class=error_class, error=error[:1000], latency_ms=_ms(started))
     finally:
         if reply is not None:
             reply.release_conn()

@@ -7,6 +7,8 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models import Case, F, Q, When
 
+from webhooks.encryption import EncryptedTextField
+
 
 class WebhookQuerySet(models.QuerySet):
     def delete(self) -> tuple[int, dict[str, int]]:
@@ -32,6 +34,12 @@ class Webhook(models.Model):
         PUT = "PUT", "PUT"
         PATCH = "PATCH", "PATCH"
 
+    class AuthType(models.TextChoices):  # H-auth
+        NONE = "none", "none"
+        BASIC = "basic", "Basic (username and password)"
+        BEARER = "bearer", "Bearer token"
+        OAUTH2 = "oauth2", "OAuth2 client credentials"
+
     name = models.CharField(max_length=100, unique=True)
     url = models.URLField(max_length=2000, help_text="http:// or https:// destination")
     enabled = models.BooleanField(default=True)
@@ -44,8 +52,15 @@ class Webhook(models.Model):
         "settles (call.* conditions, the call's legs and CMRs in the payload)",
     )
     meta = models.JSONField(default=dict, blank=True, help_text="sent under the `meta` key")
-    secret = models.CharField(
-        max_length=200, blank=True, help_text="whsec_… signing secret (never shown again)"
+    # Encrypted at rest (webhooks.encryption), like every credential below.
+    secret = EncryptedTextField(blank=True, help_text="whsec_… signing secret (never shown again)")
+    # --- H-auth: signing secret rotation, receiver authentication, TLS ---------------------
+    # The secret replaced last, still signing beside `secret` until `previous_secret_until`
+    # (WEBHOOK_SECRET_OVERLAP after the change), so receivers can switch without a gap.
+    previous_secret = EncryptedTextField(blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    auth_type = models.CharField(
+        max_length=8, choices=AuthType.choices, default=AuthType.NONE, db_default=AuthType.NONE
     )
     # H-tmpl (issue 14 item 1): the request's method and body. Empty template: the seed body.
     method = models.CharField(
@@ -69,6 +84,19 @@ class Webhook(models.Model):
         help_text="Content-Type header of every send; a JSON type requires the template to "
         "render valid JSON",
     )
+    auth_username = models.CharField(max_length=200, blank=True)
+    auth_password = EncryptedTextField(blank=True)
+    auth_token = EncryptedTextField(blank=True)
+    auth_token_url = models.CharField(max_length=2000, blank=True)
+    auth_client_id = models.CharField(max_length=200, blank=True)
+    auth_client_secret = EncryptedTextField(blank=True)
+    auth_scope = models.CharField(max_length=500, blank=True)
+    ca_bundle = models.TextField(
+        blank=True, help_text="PEM certificates trusted for this receiver, besides the system's"
+    )
+    client_cert = models.TextField(blank=True, help_text="PEM client certificate (mTLS)")
+    client_key = EncryptedTextField(blank=True, help_text="PEM private key of client_cert")
+    # --- end H-auth ---------------------------------------------------------------------
     hit_count = models.PositiveBigIntegerField(default=0)
     last_hit_at = models.DateTimeField(null=True, blank=True)
     delivered_count = models.PositiveBigIntegerField(default=0)
@@ -126,7 +154,9 @@ class Condition(models.Model):
 class Header(models.Model):
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="headers")
     name = models.CharField(max_length=100)
-    value = models.TextField()
+    # Every header value is treated as a secret (masked in the API, admin and attempt log),
+    # so every one is encrypted at rest.
+    value = EncryptedTextField()
 
     class Meta:
         ordering = ["id"]
@@ -258,6 +288,7 @@ class DeliveryAttempt(models.Model):
         HTTP = "http"
         POLICY = "policy"
         TEMPLATE = "template"  # the body template failed: nothing was sent
+        AUTH = "auth"  # H-auth: the OAuth2 token endpoint failed
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField()

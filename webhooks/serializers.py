@@ -16,6 +16,7 @@ from cdr.models import Cdr
 from licensing.verification import State
 from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CallFieldSpec
+from webhooks.credentials import auth_shown
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
@@ -121,6 +122,63 @@ class HeaderListField(serializers.ListField):
     child = serializers.JSONField()
 
 
+# --- H-auth: the auth object and TLS settings -----------------------------------------------
+
+
+class AuthSerializer(serializers.Serializer):
+    """The shape of `auth` (documentation only: webhooks.credentials checks it)."""
+
+    type = serializers.ChoiceField(
+        choices=Webhook.AuthType.choices,
+        help_text="none; basic: username + password; bearer: token; oauth2: client "
+        "credentials (token_url, client_id, client_secret, optional scope)",
+    )
+    username = serializers.CharField(required=False, allow_blank=True)
+    password = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text=f"Write-only: `{MASK}` on read when set (null otherwise); `{MASK}` sent "
+        "back keeps the stored one",
+    )
+    token = serializers.CharField(
+        required=False, allow_null=True, help_text=f"Write-only, like password (`{MASK}`)"
+    )
+    token_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="OAuth2 token endpoint, reached under the same destination policy",
+    )
+    client_id = serializers.CharField(required=False, allow_blank=True)
+    client_secret = serializers.CharField(
+        required=False, allow_null=True, help_text=f"Write-only, like password (`{MASK}`)"
+    )
+    scope = serializers.CharField(required=False, allow_blank=True)
+
+
+@extend_schema_field(AuthSerializer)
+class AuthField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "nullable": True,
+        "description": f"Write-only PEM private key: `{MASK}` on read when set (null otherwise); "
+        f"`{MASK}` sent back keeps the stored key",
+    }
+)
+class MaskedKeyField(serializers.Field):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: str) -> str | None:
+        return MASK if value else None
+
+
+# --- end H-auth ------------------------------------------------------------------------------
+
+
 class WebhookSerializer(serializers.ModelSerializer):
     """A webhook as read: header values masked, the secret reduced to `has_secret`."""
 
@@ -129,6 +187,9 @@ class WebhookSerializer(serializers.ModelSerializer):
     meta = MetaField(read_only=True, help_text="Sent under the payload's `meta` key")
     url = DestinationField()
     has_secret = serializers.SerializerMethodField()
+    # H-auth
+    auth = serializers.SerializerMethodField()
+    client_key = MaskedKeyField()
 
     class Meta:
         model = Webhook
@@ -143,6 +204,11 @@ class WebhookSerializer(serializers.ModelSerializer):
             "headers",
             *("method", "body_template", "content_type"),  # H-tmpl
             "has_secret",
+            # H-auth
+            "auth",
+            "ca_bundle",
+            "client_cert",
+            "client_key",
             "hit_count",
             "last_hit_at",
             "delivered_count",
@@ -156,6 +222,10 @@ class WebhookSerializer(serializers.ModelSerializer):
 
     def get_has_secret(self, webhook: Webhook) -> bool:
         return bool(webhook.secret)
+
+    @extend_schema_field(AuthSerializer)
+    def get_auth(self, webhook: Webhook) -> dict[str, str | None]:
+        return auth_shown(webhook)
 
 
 class WebhookSavedSerializer(WebhookSerializer):
@@ -227,7 +297,40 @@ class WebhookWriteSerializer(serializers.Serializer):
     generate_secret = serializers.BooleanField(
         write_only=True,
         default=False,
-        help_text="Generate a new secret; it is returned once, in this response",
+        help_text="Generate a new secret; it is returned once, in this response. A replaced "
+        "secret keeps signing beside the new one for WEBHOOK_SECRET_OVERLAP seconds",
+    )
+    # H-auth
+    auth = AuthField(
+        required=False,
+        help_text="How requests authenticate; omitted: keep the stored auth (new: none)",
+    )
+    ca_bundle = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,
+        max_length=200_000,
+        help_text="PEM certificates trusted for this receiver besides the system's CAs; "
+        'omitted: keep; "" or null: none',
+    )
+    client_cert = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,
+        max_length=200_000,
+        help_text="PEM client certificate for receivers that check one (mTLS), with client_key",
+    )
+    client_key = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,
+        max_length=200_000,
+        help_text=f"PEM private key of client_cert (unencrypted), write-only; `{MASK}` keeps "
+        "the stored key",
     )
 
 
@@ -297,6 +400,10 @@ class WebhookErrorsSerializer(serializers.Serializer):
     generate_secret = ErrorListField(required=False)
     conditions = ConditionErrorsField(required=False)
     headers = HeaderErrorsField(required=False)
+    auth = ErrorListField(required=False)
+    ca_bundle = ErrorListField(required=False)
+    client_cert = ErrorListField(required=False)
+    client_key = ErrorListField(required=False)
     non_field_errors = ErrorListField(required=False)
 
 

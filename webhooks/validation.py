@@ -14,14 +14,18 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from licensing.gating import enabled_webhooks_limit
 from webhooks import delivery
 from webhooks.bodies import template_problem
 from webhooks.call_matching import scoped_condition
+from webhooks.credentials import auth_columns, tls_columns
 from webhooks.delivery import MASK, secret_problem
 from webhooks.http import url_problem
 from webhooks.matching import ConditionError, Rule
@@ -107,6 +111,9 @@ class WebhookDraft:
     body_template: str = ""
     content_type: str = "application/json"
     generated_secret: str | None = field(default=None, repr=False)
+    # H-auth: column values of the auth object and the TLS settings (None: keep the stored).
+    auth: dict[str, str] | None = field(default=None, repr=False)
+    tls: dict[str, str] | None = field(default=None, repr=False)
 
 
 def condition_rules(
@@ -211,6 +218,8 @@ def webhook_validate(
     method: object = None,
     body_template: object = None,
     content_type: object = None,
+    auth: object = None,
+    tls: Mapping[str, object] | None = None,
 ) -> WebhookDraft:
     """Check a whole definition; raise WebhookInvalid with every problem found.
 
@@ -218,7 +227,9 @@ def webhook_validate(
     keeps the stored secret, "" removes it; `generate_secret` makes a new one instead.
     A header value equal to the mask keeps the stored value of that header. `scope` None
     keeps the stored scope (a new webhook: record); so do None `method`, `body_template`
-    and `content_type` (a new webhook: POST, the seed body, application/json).
+    and `content_type` (a new webhook: POST, the seed body, application/json). `auth` None
+    keeps the stored auth (a new webhook: none); `tls` holds the TLS members given (a
+    missing one keeps its value).
     """
     errors: Errors = {}
     name = name.strip() if isinstance(name, str) else ""
@@ -302,6 +313,28 @@ def webhook_validate(
     if enabled and (problem := enable_problem(webhook)):
         errors["enabled"] = [problem]
 
+    # H-auth
+    auth_values = None
+    if auth is not None:
+        auth_values, auth_problems = auth_columns(auth, webhook)
+        if auth_problems:
+            errors["auth"] = auth_problems
+    auth_type = (auth_values or {}).get("auth_type") or getattr(webhook, "auth_type", "none")
+    if auth_type != Webhook.AuthType.NONE and "auth" not in errors:
+        names = (
+            [name for name, _ in header_pairs]
+            if header_pairs is not None
+            else list(_stored_headers(webhook) if webhook is not None else ())
+        )
+        if any(name.lower() == "authorization" for name in names):
+            errors["auth"] = [
+                "a custom Authorization header is set too: remove it, or use auth type none"
+            ]
+    tls_values = None
+    if tls is not None:
+        tls_values, tls_errors = tls_columns(tls, webhook)
+        errors.update(tls_errors)
+
     if errors:
         raise WebhookInvalid(errors)
     return WebhookDraft(
@@ -315,6 +348,8 @@ def webhook_validate(
         secret=secret,
         generated_secret=generated,
         **request,
+        auth=auth_values,
+        tls=tls_values,
     )
 
 
@@ -369,6 +404,8 @@ def webhook_save(
     method: object = None,
     body_template: object = None,
     content_type: object = None,
+    auth: object = None,
+    tls: Mapping[str, object] | None = None,
 ) -> tuple[Webhook, str | None]:
     """Validate and write a webhook with its conditions and headers, all or nothing.
 
@@ -391,6 +428,8 @@ def webhook_save(
                 method=method,
                 body_template=body_template,
                 content_type=content_type,
+                auth=auth,
+                tls=tls,
             )
             saved = _write(webhook, draft)
     except IntegrityError as exc:
@@ -401,6 +440,28 @@ def webhook_save(
             ) from exc
         raise
     return saved, draft.generated_secret
+
+
+DEFINITION_FIELDS = [
+    "name", "url", "enabled", "meta", "scope", "secret", "updated_at",
+    "method", "body_template", "content_type",  # H-tmpl
+    # H-auth
+    "previous_secret", "previous_secret_until", "auth_type", "auth_username", "auth_password",
+    "auth_token", "auth_token_url", "auth_client_id", "auth_client_secret", "auth_scope",
+    "ca_bundle", "client_cert", "client_key",
+]  # fmt: skip
+
+
+def _rotate(webhook: Webhook, secret: str) -> None:
+    """A new signing secret: the replaced one keeps signing beside it for
+    WEBHOOK_SECRET_OVERLAP seconds. Removing the secret stops signing at once."""
+    overlap = settings.WEBHOOK_SECRET_OVERLAP
+    if webhook.secret and secret and overlap > 0:
+        webhook.previous_secret = webhook.secret
+        webhook.previous_secret_until = timezone.now() + timedelta(seconds=overlap)
+    else:
+        webhook.previous_secret, webhook.previous_secret_until = "", None
+    webhook.secret = secret
 
 
 def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
@@ -414,18 +475,15 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
     webhook.method = draft.method
     webhook.body_template = draft.body_template
     webhook.content_type = draft.content_type
-    if draft.secret is not None:
-        webhook.secret = draft.secret
+    if draft.secret is not None and draft.secret != webhook.secret:
+        _rotate(webhook, draft.secret)
+    for column, value in {**(draft.auth or {}), **(draft.tls or {})}.items():
+        setattr(webhook, column, value)
     if webhook.pk is None:
         webhook.save()
     else:
         # Only the definition: statistics move concurrently with F() updates elsewhere.
-        webhook.save(
-            update_fields=[
-                *("name", "url", "enabled", "meta", "scope", "secret", "updated_at"),
-                *("method", "body_template", "content_type"),  # H-tmpl
-            ]
-        )
+        webhook.save(update_fields=DEFINITION_FIELDS)
     if draft.rules is not None:
         webhook.conditions.all().delete()
         Condition.objects.bulk_create(

@@ -171,6 +171,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
         data = {**body.validated_data}
         data["url"] = self._url(data, None)
         data.setdefault("secret", None)
+        data["tls"] = _tls_given(data)
         webhook, secret = self._save(data, None)
         return self._saved(webhook, secret, status.HTTP_201_CREATED)
 
@@ -199,6 +200,8 @@ class WebhookViewSet(viewsets.ModelViewSet):
             "secret": given.get("secret"),
             "generate_secret": given.get("generate_secret", False),
             **{key: given.get(key) for key in ("method", "body_template", "content_type")},
+            "auth": given.get("auth"),
+            "tls": _tls_given(given),
         }
         webhook, secret = self._save(data, webhook)
         return self._saved(webhook, secret, status.HTTP_200_OK)
@@ -345,6 +348,11 @@ class WebhookViewSet(viewsets.ModelViewSet):
         queryset = self.filter_queryset(self.get_queryset().filter(webhook=webhook))
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
+
+
+def _tls_given(data: dict[str, Any]) -> dict[str, Any]:
+    """H-auth: the TLS members of a body (popped from `data`); missing ones keep theirs."""
+    return {key: data.pop(key) for key in ("ca_bundle", "client_cert", "client_key") if key in data}
 
 
 def _deliveries() -> QuerySet[Delivery]:
