@@ -51,6 +51,39 @@ class Webhook(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # --- H-state: rate limit, failing / paused (issue 14) ---------------------------------
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="at most this many sends a minute, evenly spaced, across every worker; "
+        "empty: unlimited. Deliveries beyond it wait, they are not failed",
+    )
+    # The earliest moment the next send of a rate-limited webhook may start: each claim
+    # that sends one moves it on by 60 / rate_limit_per_minute seconds, in one conditional
+    # UPDATE, so every worker of every process shares one spacing (`sql.rate_slot_take`).
+    rate_next_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paused_reason = models.CharField(max_length=200, blank=True, editable=False)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="first failure of the current run"
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        DISABLED = "disabled"
+
+    @property
+    def state(self) -> str:
+        """Disabled by the operator wins over paused by failures: enabling keeps a paused
+        webhook paused until it is resumed."""
+        if not self.enabled:
+            return self.State.DISABLED
+        if self.paused_at is not None:
+            return self.State.PAUSED
+        return self.State.ACTIVE
+
     objects = WebhookQuerySet.as_manager()
 
     class Meta:
@@ -118,6 +151,10 @@ class Delivery(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         SKIPPED = "skipped"
+        # H-state: a transient failure, due again at next_attempt_at (reason: why, in words).
+        RETRYING = "retrying"
+        # H-state: kept, unsent, while its webhook is paused or disabled.
+        HELD = "held"
 
     class Kind(models.TextChoices):
         EVENT = "event"
@@ -172,7 +209,9 @@ class Delivery(models.Model):
         "first send and kept for every retry",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    reason = models.CharField(max_length=200, blank=True, help_text="why skipped or failed")
+    reason = models.CharField(
+        max_length=200, blank=True, help_text="why skipped, failed, retrying or held"
+    )
     attempt_count = models.PositiveIntegerField(default=0)
     schedule_start = models.PositiveIntegerField(
         default=0, help_text="attempt_count when the retry schedule (re)started"
@@ -212,7 +251,7 @@ class Delivery(models.Model):
             # Only unfinished deliveries: the sweeper's index stays small however long the log.
             models.Index(
                 fields=["status", "next_attempt_at"],
-                condition=Q(status__in=["pending", "sending"]),
+                condition=Q(status__in=["pending", "retrying", "sending"]),
                 name="delivery_due_open",
             )
         ]

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from licensing.gating import enabled_webhooks_limit
-from webhooks import delivery
+from webhooks import delivery, lifecycle
 from webhooks.call_matching import scoped_condition
 from webhooks.delivery import MASK, secret_problem
 from webhooks.http import url_problem
@@ -29,6 +29,10 @@ from webhooks.models import Condition, Header, Webhook
 MAX_CONDITIONS = 100
 MAX_HEADERS = 50
 MAX_HEADER_VALUE = 8192
+# H-state: a limit above this is no limit a receiver needs (it is 1,000 a second).
+MAX_RATE_LIMIT = 60_000
+# H-state: `rate_limit_per_minute` not given: keep the stored limit (None removes it).
+UNCHANGED: Any = object()
 # Set by the delivery itself (or by the HTTP stack): a custom value would break the protocol.
 RESERVED_HEADERS = (
     "Content-Type",
@@ -101,6 +105,8 @@ class WebhookDraft:
     headers: list[tuple[str, str]] | None
     secret: str | None
     generated_secret: str | None = field(default=None, repr=False)
+    # H-state: the limit to store; None: unlimited.
+    rate_limit_per_minute: int | None = None
 
 
 def condition_rules(
@@ -202,6 +208,7 @@ def webhook_validate(
     secret: str | None,
     generate_secret: bool = False,
     scope: object = None,
+    rate_limit_per_minute: object = UNCHANGED,
 ) -> WebhookDraft:
     """Check a whole definition; raise WebhookInvalid with every problem found.
 
@@ -279,6 +286,21 @@ def webhook_validate(
     if enabled and (problem := enable_problem(webhook)):
         errors["enabled"] = [problem]
 
+    limit: int | None = None
+    if rate_limit_per_minute is UNCHANGED:
+        limit = webhook.rate_limit_per_minute if webhook is not None else None
+    elif rate_limit_per_minute is not None:
+        if (
+            isinstance(rate_limit_per_minute, bool)
+            or not isinstance(rate_limit_per_minute, int)
+            or not 1 <= rate_limit_per_minute <= MAX_RATE_LIMIT
+        ):
+            errors["rate_limit_per_minute"] = [
+                f"a whole number from 1 to {MAX_RATE_LIMIT}, or empty for no limit"
+            ]
+        else:
+            limit = rate_limit_per_minute
+
     if errors:
         raise WebhookInvalid(errors)
     return WebhookDraft(
@@ -291,6 +313,7 @@ def webhook_validate(
         headers=header_pairs,
         secret=secret,
         generated_secret=generated,
+        rate_limit_per_minute=limit,
     )
 
 
@@ -310,6 +333,8 @@ def webhook_save(
     secret: str | None,
     generate_secret: bool = False,
     scope: object = None,
+    rate_limit_per_minute: object = UNCHANGED,
+    drop_held: bool = False,
 ) -> tuple[Webhook, str | None]:
     """Validate and write a webhook with its conditions and headers, all or nothing.
 
@@ -329,8 +354,15 @@ def webhook_save(
                 secret=secret,
                 generate_secret=generate_secret,
                 scope=scope,
+                rate_limit_per_minute=rate_limit_per_minute,
             )
+            was_enabled = webhook.enabled if webhook is not None else None
             saved = _write(webhook, draft)
+            if was_enabled is not None and was_enabled != draft.enabled:
+                # Disabling holds the open deliveries; enabling sends (or drops) the held.
+                lifecycle.webhook_enabled_change(
+                    saved.pk, enabled=draft.enabled, drop_held=drop_held
+                )
     except IntegrityError as exc:
         # Two saves racing for one name: the unique constraint decides, report it the same way.
         if Webhook.objects.filter(name=draft.name).exists():
@@ -349,6 +381,7 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
     webhook.enabled = draft.enabled
     webhook.meta = draft.meta
     webhook.scope = draft.scope
+    webhook.rate_limit_per_minute = draft.rate_limit_per_minute
     if draft.secret is not None:
         webhook.secret = draft.secret
     if webhook.pk is None:
@@ -356,7 +389,10 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
     else:
         # Only the definition: statistics move concurrently with F() updates elsewhere.
         webhook.save(
-            update_fields=["name", "url", "enabled", "meta", "scope", "secret", "updated_at"]
+            update_fields=[
+                *("name", "url", "enabled", "meta", "scope", "secret", "updated_at"),
+                "rate_limit_per_minute",  # H-state
+            ]
         )
     if draft.rules is not None:
         webhook.conditions.all().delete()
