@@ -67,8 +67,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Greatest
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from calltelemetry.caching import BoundedCache
@@ -650,3 +650,31 @@ def webhook_enabled_change(webhook_id: int, *, enabled: bool, drop_held: bool = 
     if Webhook.objects.filter(pk=webhook_id, paused_at__isnull=True).exists():
         return deliveries_release(webhook_id)
     return 0
+
+
+OPEN = (*CLAIMABLE, Delivery.Status.SENDING, Delivery.Status.HELD)
+
+
+def webhooks_with_backlog(webhooks: QuerySet[Webhook]) -> QuerySet[Webhook]:
+    """`webhooks` annotated with `pending_count`, its deliveries still to be sent (counted
+    through the partial index of open deliveries)."""
+    count = (
+        Delivery.objects.filter(webhook_id=OuterRef("pk"), status__in=OPEN)
+        .order_by()
+        .values("webhook_id")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return webhooks.annotate(
+        pending_count=Coalesce(Subquery(count, output_field=IntegerField()), 0)
+    )
+
+
+def backlog_drain_at(webhook: Webhook, pending: int) -> datetime | None:
+    """When a rate-limited active webhook's backlog of `pending` should have been sent,
+    one send per slot from its next one."""
+    if not webhook.rate_limit_per_minute or not pending or webhook.state != Webhook.State.ACTIVE:
+        return None
+    now = timezone.now()
+    start = max(now, webhook.rate_next_at or now)
+    return start + rate_interval(webhook.rate_limit_per_minute) * (pending - 1)

@@ -248,10 +248,11 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
-            # Only unfinished deliveries: the sweeper's index stays small however long the log.
+            # Only unfinished deliveries: the sweeper's index stays small however long the log;
+            # it also counts a webhook's backlog (held ones too: they wait to be sent).
             models.Index(
                 fields=["status", "next_attempt_at"],
-                condition=Q(status__in=["pending", "retrying", "sending"]),
+                condition=Q(status__in=["pending", "retrying", "sending", "held"]),
                 name="delivery_due_open",
             )
         ]

@@ -17,6 +17,7 @@ from licensing.verification import State
 from webhooks.call_matching import CallFieldSpec
 from webhooks.delivery import MASK
 from webhooks.matching import field_kind, operators_for
+from webhooks.lifecycle import backlog_drain_at
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
 from webhooks.operations import (
     DRY_RUN_DEFAULT_LIMIT,
@@ -129,6 +130,21 @@ class WebhookSerializer(serializers.ModelSerializer):
     meta = MetaField(read_only=True, help_text="Sent under the payload's `meta` key")
     url = DestinationField()
     has_secret = serializers.SerializerMethodField()
+    # --- H-state ---
+    state = serializers.ChoiceField(
+        choices=Webhook.State.choices,
+        read_only=True,
+        help_text="active; paused (after WEBHOOK_PAUSE_AFTER of uninterrupted failure: "
+        "deliveries held until resumed); disabled (by the operator: deliveries held)",
+    )
+    pending_count = serializers.IntegerField(
+        read_only=True,
+        help_text="Deliveries waiting to be sent: pending, retrying, being sent, or held",
+    )
+    expected_drain_at = serializers.SerializerMethodField(
+        help_text="With a rate limit, when the backlog is expected to be sent if the webhook "
+        "stays active and every send succeeds; null without a limit or a backlog"
+    )
 
     class Meta:
         model = Webhook
@@ -150,11 +166,25 @@ class WebhookSerializer(serializers.ModelSerializer):
             "last_delivery_at",
             "created_at",
             "updated_at",
+            # H-state
+            "rate_limit_per_minute",
+            "state",
+            "paused_reason",
+            "paused_at",
+            "failing_since",
+            "consecutive_failures",
+            "pending_count",
+            "expected_drain_at",
         ]
         read_only_fields = fields
 
     def get_has_secret(self, webhook: Webhook) -> bool:
         return bool(webhook.secret)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_expected_drain_at(self, webhook: Webhook) -> str | None:
+        drain = backlog_drain_at(webhook, webhook.pending_count)
+        return None if drain is None else serializers.DateTimeField().to_representation(drain)
 
 
 class WebhookSavedSerializer(WebhookSerializer):
@@ -209,6 +239,26 @@ class WebhookWriteSerializer(serializers.Serializer):
         default=False,
         help_text="Generate a new secret; it is returned once, in this response",
     )
+    # --- H-state ---
+    rate_limit_per_minute = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="At most this many sends a minute, evenly spaced, across every worker; null: "
+        "unlimited. Omitted on update: keep the stored limit",
+    )
+    drop_held = serializers.BooleanField(
+        write_only=True,
+        default=False,
+        help_text="With enabled: true on a disabled webhook: skip its held deliveries (reason "
+        "given) instead of sending them",
+    )
+
+
+class ResumeResultSerializer(serializers.Serializer):
+    """H-state: the answer to resuming a webhook."""
+
+    webhook = serializers.JSONField(help_text="The webhook as GET shows it")
+    released = serializers.IntegerField(help_text="Held deliveries sent again, in order")
 
 
 class LicenseRequiredSerializer(serializers.Serializer):
@@ -272,6 +322,7 @@ class WebhookErrorsSerializer(serializers.Serializer):
     meta = ErrorListField(required=False)
     secret = ErrorListField(required=False)
     generate_secret = ErrorListField(required=False)
+    rate_limit_per_minute = ErrorListField(required=False)
     conditions = ConditionErrorsField(required=False)
     headers = HeaderErrorsField(required=False)
     non_field_errors = ErrorListField(required=False)

@@ -14,7 +14,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from cdr.models import CdrFile
-from webhooks.models import Delivery
+from webhooks.models import Delivery, Webhook
 
 register = template.Library()
 
@@ -47,3 +47,12 @@ def appliance_summary() -> dict[str, Any]:
         "clusters": clusters,
         "deliveries": deliveries,
     }
+
+
+@register.inclusion_tag("admin/paused_webhooks.html")
+def paused_webhooks() -> dict[str, Any]:
+    """H-state: every paused webhook, why, and how many deliveries it holds."""
+    paused = Webhook.objects.filter(paused_at__isnull=False).annotate(
+        held=Count("deliveries", filter=Q(deliveries__status=Delivery.Status.HELD))
+    )
+    return {"paused": list(paused.order_by("name"))}
