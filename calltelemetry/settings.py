@@ -261,9 +261,7 @@ WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = config.read(
 WEBHOOK_ALLOWED_NETWORKS = config.read(env, "WEBHOOK_ALLOWED_NETWORKS", "", config.networks)
 
 # --- H-state: pausing a failing webhook, and its alert e-mail ---------------------------
-WEBHOOK_PAUSE_AFTER: float = config.read(
-    env, "WEBHOOK_PAUSE_AFTER", "86400", config.positive_float
-)
+WEBHOOK_PAUSE_AFTER: float = config.read(env, "WEBHOOK_PAUSE_AFTER", "86400", config.positive_float)
 
 
 def _email(raw: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def test_uninterrupted_failure_pauses_holds_alerts_once_and_resume_sends_in_orde
              and not open_ids(webhook), 15)  # fmt: skip
     assert [event_id for _, event_id in receiver.received] == wanted
     times = [at for at, _ in receiver.received]
-    assert all(b - a >= 0.08 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.08 for a, b in pairwise(times))
     assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
     webhook.refresh_from_db()
     assert (webhook.state, webhook.consecutive_failures, webhook.failing_since) == (
@@ -279,6 +280,6 @@ def test_a_rate_limit_holds_across_two_workers_and_loses_nothing(
         Delivery.objects.values_list("event_id", flat=True)
     )
     assert times[-1] - times[0] >= (count - 1) * 60 / limit * 0.95
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.8
+    assert min(b - a for a, b in pairwise(times)) >= 0.8
     assert DeliveryAttempt.objects.count() == count
     assert sum(sum(": 200 succeeded" in line for line in w.output) for w in workers) == count

@@ -17,11 +17,11 @@ from cdr.fields import CDR_FIELDS
 from licensing.gating import webhooks_license_problem
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.delivery import MASK
+from webhooks.lifecycle import backlog_drain_at, webhooks_with_backlog
 from webhooks.matching import field_kind
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.payload import delivery_body_preview
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
-from webhooks.lifecycle import backlog_drain_at, webhooks_with_backlog
 from webhooks.services import (
     delivery_redeliver,
     webhook_resume,

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 
-from webhooks.models import Webhook
+from webhooks.models import Delivery, Webhook
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,16 @@ def webhook_paused_alert(webhook_id: int) -> None:
         return  # deleted or resumed before this ran: nothing to tell
     recipients = alert_recipients()
     if not recipients:
-        log.warning("webhook %s paused; no alert recipient (ALERT_EMAILS, staff e-mail)", webhook.name)
+        log.warning("webhook %s paused; no alert recipient (ALERT_EMAILS)", webhook.name)
         return
-    held = webhook.deliveries.filter(status="held").count()
+    held = webhook.deliveries.filter(status=Delivery.Status.HELD).count()
     body = (
         f"The webhook {webhook.name!r} was paused at {webhook.paused_at:%Y-%m-%d %H:%M:%S} UTC.\n\n"
         f"Why: {webhook.paused_reason}\n"
         f"Failed attempts in a row: {webhook.consecutive_failures}\n"
         f"Deliveries held (not lost, not sent): {held}\n\n"
         "Fix the receiver, then resume the webhook (admin: the webhook's page, "
-        f"\"Resume\"; API: POST /api/v1/webhooks/{webhook.pk}/resume/): the held deliveries "
+        f'"Resume"; API: POST /api/v1/webhooks/{webhook.pk}/resume/): the held deliveries '
         "are then sent in order.\n"
     )
     try:

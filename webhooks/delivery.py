@@ -199,9 +199,7 @@ def deliveries_send(
     stopped: set[int] = set()
     if any(snapshot[0].state != Webhook.State.ACTIVE for snapshot in snapshots.values()):
         stopped = set(
-            lifecycle.stopped_webhooks()
-            .filter(pk__in=list(snapshots))
-            .values_list("pk", flat=True)
+            lifecycle.stopped_webhooks().filter(pk__in=list(snapshots)).values_list("pk", flat=True)
         )
     held: list[int] = []
     sendable = []

@@ -335,7 +335,8 @@ def _limited_claim(webhook_id: int, now: datetime) -> list[tuple[Any, ...]]:
     spaced, so no minute ever holds more than the limit. The oldest first: a backlog (a
     resumed webhook's held deliveries) leaves in order."""
     oldest = list(
-        Delivery.objects.filter(webhook_id=webhook_id, status__in=CLAIMABLE, next_attempt_at__lte=now)
+        Delivery.objects.filter(webhook_id=webhook_id, status__in=CLAIMABLE)
+        .filter(next_attempt_at__lte=now)
         .exclude(kind=Delivery.Kind.EVENT, webhook_id__in=stopped_webhooks())
         .order_by("pk")
         .values_list("pk", flat=True)[:2]

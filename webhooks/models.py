@@ -74,16 +74,6 @@ class Webhook(models.Model):
         PAUSED = "paused"
         DISABLED = "disabled"
 
-    @property
-    def state(self) -> str:
-        """Disabled by the operator wins over paused by failures: enabling keeps a paused
-        webhook paused until it is resumed."""
-        if not self.enabled:
-            return self.State.DISABLED
-        if self.paused_at is not None:
-            return self.State.PAUSED
-        return self.State.ACTIVE
-
     objects = WebhookQuerySet.as_manager()
 
     class Meta:
@@ -96,6 +86,16 @@ class Webhook(models.Model):
         with transaction.atomic():
             list(Webhook.objects.select_for_update().filter(pk=self.pk).values_list("pk"))
             return super().delete(*args, **kwargs)
+
+    @property
+    def state(self) -> str:
+        """Disabled by the operator wins over paused by failures: enabling keeps a paused
+        webhook paused until it is resumed."""
+        if not self.enabled:
+            return self.State.DISABLED
+        if self.paused_at is not None:
+            return self.State.PAUSED
+        return self.State.ACTIVE
 
 
 class Condition(models.Model):

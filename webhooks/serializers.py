@@ -16,8 +16,8 @@ from cdr.models import Cdr
 from licensing.verification import State
 from webhooks.call_matching import CallFieldSpec
 from webhooks.delivery import MASK
-from webhooks.matching import field_kind, operators_for
 from webhooks.lifecycle import backlog_drain_at
+from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
 from webhooks.operations import (
     DRY_RUN_DEFAULT_LIMIT,

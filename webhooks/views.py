@@ -39,6 +39,7 @@ from cdr.fields import CDR_FIELDS
 from licensing.gating import require_webhooks_license
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.filters import DeliveryFilter, WebhookFilter
+from webhooks.lifecycle import webhooks_with_backlog
 from webhooks.models import Delivery, Webhook
 from webhooks.operations import calls_dry_run, cdrs_dry_run, deliveries_redeliver
 from webhooks.redaction import MaskedUrl, url_restored
@@ -60,7 +61,6 @@ from webhooks.serializers import (
     WebhookSerializer,
     WebhookWriteSerializer,
 )
-from webhooks.lifecycle import webhooks_with_backlog
 from webhooks.services import delivery_redeliver, webhook_resume, webhook_test_send
 from webhooks.trigger import webhook_rules
 from webhooks.validation import UNCHANGED, WebhookInvalid, condition_rules, webhook_save

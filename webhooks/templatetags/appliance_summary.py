@@ -34,10 +34,9 @@ def appliance_summary() -> dict[str, Any]:
         .annotate(last=Max("finished_at"))
         .order_by("cluster")
     ]
+    waiting = [Delivery.Status.PENDING, Delivery.Status.RETRYING, Delivery.Status.SENDING]
     deliveries = Delivery.objects.filter(created_at__gte=now - timedelta(hours=24)).aggregate(
-        pending=Count(
-            "id", filter=Q(status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING])
-        ),
+        pending=Count("id", filter=Q(status__in=waiting)),
         failed=Count("id", filter=Q(status=Delivery.Status.FAILED)),
         succeeded=Count("id", filter=Q(status=Delivery.Status.SUCCEEDED)),
     )
