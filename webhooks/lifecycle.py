@@ -671,6 +671,10 @@ def webhooks_with_backlog(webhooks: QuerySet[Webhook]) -> QuerySet[Webhook]:
     )
 
 
+def webhook_backlog(webhook_id: int) -> int:
+    return Delivery.objects.filter(webhook_id=webhook_id, status__in=OPEN).count()
+
+
 def backlog_drain_at(webhook: Webhook, pending: int) -> datetime | None:
     """When a rate-limited active webhook's backlog of `pending` should have been sent,
     one send per slot from its next one."""

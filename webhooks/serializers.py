@@ -16,7 +16,7 @@ from cdr.models import Cdr
 from licensing.verification import State
 from webhooks.call_matching import CallFieldSpec
 from webhooks.delivery import MASK
-from webhooks.lifecycle import backlog_drain_at
+from webhooks.lifecycle import backlog_drain_at, webhook_backlog
 from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
 from webhooks.operations import (
@@ -137,8 +137,7 @@ class WebhookSerializer(serializers.ModelSerializer):
         help_text="active; paused (after WEBHOOK_PAUSE_AFTER of uninterrupted failure: "
         "deliveries held until resumed); disabled (by the operator: deliveries held)",
     )
-    pending_count = serializers.IntegerField(
-        read_only=True,
+    pending_count = serializers.SerializerMethodField(
         help_text="Deliveries waiting to be sent: pending, retrying, being sent, or held",
     )
     expected_drain_at = serializers.SerializerMethodField(
@@ -181,9 +180,15 @@ class WebhookSerializer(serializers.ModelSerializer):
     def get_has_secret(self, webhook: Webhook) -> bool:
         return bool(webhook.secret)
 
+    def get_pending_count(self, webhook: Webhook) -> int:
+        # Annotated by `lifecycle.webhooks_with_backlog` in the views; counted here otherwise.
+        if not hasattr(webhook, "pending_count"):
+            webhook.pending_count = webhook_backlog(webhook.pk)  # type: ignore[attr-defined]
+        return webhook.pending_count  # type: ignore[attr-defined]
+
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_expected_drain_at(self, webhook: Webhook) -> str | None:
-        drain = backlog_drain_at(webhook, webhook.pending_count)
+        drain = backlog_drain_at(webhook, self.get_pending_count(webhook))
         return None if drain is None else serializers.DateTimeField().to_representation(drain)
 
 
