@@ -375,6 +375,7 @@ SPECTACULAR_SETTINGS = {
         "CdrFileKindEnum": "cdr.models.CdrFile.Kind",
         "LicenseStateEnum": ["community", "active", "expiring", "grace", "expired"],
         "ConditionOperatorEnum": "webhooks.models.Condition.Operator",
+        "WebhookStateEnum": "webhooks.models.Webhook.State",  # H-state
     },
 }
 

@@ -283,3 +283,53 @@ def test_a_rate_limit_holds_across_two_workers_and_loses_nothing(
     assert min(b - a for a, b in pairwise(times)) >= 0.8
     assert DeliveryAttempt.objects.count() == count
     assert sum(sum(": 200 succeeded" in line for line in w.output) for w in workers) == count
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("premium", "local")
+def test_the_rate_limit_is_set_kept_removed_and_checked_through_the_api(
+    staff_api: APIClient,
+) -> None:
+    created = staff_api.post(
+        "/api/v1/webhooks/",
+        {"name": "Limited", "url": "https://crm.example.com/hook", "rate_limit_per_minute": 30},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["rate_limit_per_minute"] == 30 and body["state"] == "active"
+    assert (body["pending_count"], body["expected_drain_at"]) == (0, None)
+    assert (body["consecutive_failures"], body["failing_since"], body["paused_at"]) == (
+        0,
+        None,
+        None,
+    )
+    url = f"/api/v1/webhooks/{body['id']}/"
+    assert (
+        staff_api.patch(url, {"name": "Renamed"}, format="json").json()["rate_limit_per_minute"]
+        == 30
+    )
+    for bad in (0, -1, "many", 10**9):
+        response = staff_api.patch(url, {"rate_limit_per_minute": bad}, format="json")
+        assert response.status_code == 400 and "rate_limit_per_minute" in response.json()
+    removed = staff_api.patch(url, {"rate_limit_per_minute": None}, format="json")
+    assert removed.json()["rate_limit_per_minute"] is None
+
+    schema = staff_api.get("/api/v1/schema/", {"format": "json"}).json()
+    webhook = schema["components"]["schemas"]["Webhook"]["properties"]
+    for name in (
+        "rate_limit_per_minute",
+        "state",
+        "paused_reason",
+        "paused_at",
+        "failing_since",
+        "consecutive_failures",
+        "pending_count",
+        "expected_drain_at",
+    ):
+        assert webhook[name]["readOnly"] is True, name
+    states = schema["components"]["schemas"]["WebhookStateEnum"]["enum"]
+    assert states == ["active", "paused", "disabled"]
+    assert "/api/v1/webhooks/{id}/resume/" in schema["paths"]
+    status = schema["components"]["schemas"]["DeliveryStatusEnum"]["enum"]
+    assert {"retrying", "held"} <= set(status)
