@@ -343,9 +343,15 @@ def _limited_claim(webhook_id: int, now: datetime) -> list[tuple[Any, ...]]:
     )
     if not oldest:
         return []
-    limit = Webhook.objects.filter(pk=webhook_id).values_list("rate_limit_per_minute", flat=True)
-    interval = rate_interval(limit[0] or 1) if limit else None
-    if interval is None or not rate_slot_take(webhook_id, now, interval):
+    limit = (
+        Webhook.objects.filter(pk=webhook_id)
+        .values_list("rate_limit_per_minute", flat=True)
+        .first()
+    )
+    if limit is None:  # removed within the cache's two seconds: no slot to wait for
+        return _claim_rows(oldest[:1], now, hold_slow=True)
+    interval = rate_interval(limit)
+    if not rate_slot_take(webhook_id, now, interval):
         return []  # not yet: the claim that took the current slot sends the next one on time
     rows = _claim_rows(oldest[:1], now, hold_slow=False)
     if len(oldest) > 1:
