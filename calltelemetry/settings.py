@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from calltelemetry import config
 
@@ -265,6 +267,33 @@ WEBHOOK_SECRET_OVERLAP: int = config.read(
     env, "WEBHOOK_SECRET_OVERLAP", "86400", config.non_negative_int
 )
 
+# --- H-state: pausing a failing webhook, and its alert e-mail ---------------------------
+WEBHOOK_PAUSE_AFTER: float = config.read(env, "WEBHOOK_PAUSE_AFTER", "86400", config.positive_float)
+
+
+def _email(raw: str) -> dict[str, Any]:
+    """django-environ's EMAIL_URL form (smtp://user:pass@host:587, smtp+tls://…); empty:
+    mails are written to the console, where `make run` shows them."""
+    try:
+        parsed = environ.Env.email_url_config(raw.strip() or "consolemail://")
+    except ImproperlyConfigured as exc:
+        raise ValueError(f"{exc}: use smtp://, smtp+tls://, smtp+ssl:// or consolemail://") from exc
+    # Unset parts keep Django's defaults (None is no host, port or user).
+    return {key: value for key, value in parsed.items() if value is not None}
+
+
+def _emails(raw: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for address in addresses:
+        if "@" not in address or any(ch.isspace() for ch in address):
+            raise ValueError(f"{address!r} is not an e-mail address")
+    return addresses
+
+
+vars().update(config.read(env, "EMAIL_URL", "", _email))
+ALERT_EMAILS: tuple[str, ...] = config.read(env, "ALERT_EMAILS", "", _emails)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="calltelemetry@localhost")
+
 # --- Metrics (/metrics) ------------------------------------------------------------------
 
 
@@ -353,6 +382,7 @@ SPECTACULAR_SETTINGS = {
         "CdrFileKindEnum": "cdr.models.CdrFile.Kind",
         "LicenseStateEnum": ["community", "active", "expiring", "grace", "expired"],
         "ConditionOperatorEnum": "webhooks.models.Condition.Operator",
+        "WebhookStateEnum": "webhooks.models.Webhook.State",  # H-state
     },
 }
 

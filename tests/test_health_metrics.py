@@ -213,6 +213,8 @@ def test_metrics_are_read_from_the_database(activity: Webhook, client: Client) -
         "succeeded": 1.0,
         "failed": 1.0,
         "skipped": 0.0,
+        "retrying": 0.0,
+        "held": 0.0,
     }
     assert families["calltelemetry_deliveries_due"] == {("calltelemetry_deliveries_due", ()): 2.0}
     oldest = families["calltelemetry_oldest_due_delivery_age_seconds"]

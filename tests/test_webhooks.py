@@ -207,7 +207,7 @@ def test_it_retries_on_500_then_succeeds_with_every_attempt_logged(
     before = timezone.now()
     deliveries_attempt(ids=[delivery.pk])
     delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.status == Delivery.Status.RETRYING
     assert (
         before + timedelta(seconds=3.9) <= delivery.next_attempt_at <= before + timedelta(seconds=7)
     )
@@ -261,7 +261,7 @@ def test_429_honours_retry_after(tmp_path: Path, httpserver: HTTPServer) -> None
     before = timezone.now()
     deliveries_attempt(ids=[only_delivery().pk])
     delivery = only_delivery()
-    assert delivery.status == Delivery.Status.PENDING
+    assert delivery.status == Delivery.Status.RETRYING
     assert delivery.next_attempt_at >= before + timedelta(seconds=120)
 
 
@@ -275,7 +275,7 @@ def test_a_timeout_is_recorded_and_retried(tmp_path: Path, httpserver: HTTPServe
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     attempt = attempt_one(only_delivery().pk)
     assert attempt.error_class == "timeout" and attempt.status_code is None
-    assert only_delivery().status == Delivery.Status.PENDING
+    assert only_delivery().status == Delivery.Status.RETRYING
     time.sleep(0.6)  # let the slow handler finish before the server is reused
 
 
@@ -298,7 +298,7 @@ def test_a_dead_receiver_is_a_connect_error_and_retried(tmp_path: Path) -> None:
     ingest(write_cdr_file(tmp_path / "cdr_C_01_202311061457_1", [reference_row()]))
     attempt = attempt_one(only_delivery().pk)
     assert attempt.error_class == "connect"
-    assert only_delivery().status == Delivery.Status.PENDING
+    assert only_delivery().status == Delivery.Status.RETRYING
 
 
 def test_dns_failure_is_classified(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_a_batch_with_mixed_outcomes_records_one_attempt_each(
     assert set(DeliveryAttempt.objects.values_list("number", "trigger")) == {(1, "scheduled")}
     expected = {
         ok: ("succeeded", 200, "", (5, 0, "200")),
-        boom: ("pending", 500, "http", (0, 0, "500")),
+        boom: ("retrying", 500, "http", (0, 0, "500")),
         missing: ("failed", 404, "http", (0, 5, "404")),
         refused: ("failed", None, "policy", (0, 5, "policy")),
     }
@@ -271,7 +271,7 @@ def test_a_slow_receiver_does_not_hold_up_the_rest_of_the_batch(
     slow_attempts = DeliveryAttempt.objects.filter(delivery__webhook=slow_hook)
     assert {a.error_class for a in slow_attempts} == {"timeout"} and len(slow_attempts) == 6
     assert set(Delivery.objects.filter(webhook=slow_hook).values_list("status", flat=True)) == {
-        "pending"
+        "retrying"
     }
     assert Delivery.objects.filter(webhook=fast_hook, status="succeeded").count() == 6
 
@@ -330,7 +330,7 @@ def test_a_response_with_a_nul_byte_is_recorded(tmp_path: Path, httpserver: HTTP
     ingest(records(tmp_path, 1))
     deliveries_attempt(ids=list(Delivery.objects.values_list("pk", flat=True)))
     assert DeliveryAttempt.objects.get().response_body == "a\ufffdb"
-    assert Delivery.objects.get().status == "pending"
+    assert Delivery.objects.get().status == "retrying"
 
 
 def test_new_destinations_past_the_pool_bound_leave_a_busy_destinations_connection_open(

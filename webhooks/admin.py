@@ -8,8 +8,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -19,11 +20,17 @@ from webhooks import credentials
 from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.delivery import MASK
+from webhooks.lifecycle import backlog_drain_at, webhooks_with_backlog
 from webhooks.matching import field_kind
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Header, Webhook
 from webhooks.presets import PRESETS, Preset
 from webhooks.redaction import MaskedUrl, text_redacted, url_redacted, url_restored
-from webhooks.services import delivery_redeliver, webhook_set_enabled, webhook_test_send
+from webhooks.services import (
+    delivery_redeliver,
+    webhook_resume,
+    webhook_set_enabled,
+    webhook_test_send,
+)
 from webhooks.templating import TemplateFailed
 from webhooks.validation import (
     Errors,
@@ -168,6 +175,14 @@ class WebhookForm(forms.ModelForm):
         "WEBHOOK_SECRET_OVERLAP seconds)",
     )
     remove_secret = forms.BooleanField(required=False, help_text="stop signing requests")
+    # H-state: what enabling a disabled webhook does with the deliveries it held.
+    held_on_enable = forms.ChoiceField(
+        choices=[("send", "send them, in order"), ("drop", "drop them (skipped, with the reason)")],
+        initial="send",
+        required=False,
+        label="Held deliveries",
+        help_text="when this saves a disabled webhook as enabled",
+    )
 
     # --- H-auth: the auth object and TLS settings; secrets are never put on the page -----
     auth_type = forms.ChoiceField(
@@ -230,6 +245,7 @@ class WebhookForm(forms.ModelForm):
             "method",
             "content_type",
             "body_template",
+            "rate_limit_per_minute",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -325,6 +341,7 @@ class WebhookForm(forms.ModelForm):
             "generate_secret": bool(data.get("generate_secret")) and secret != "",
             "auth": self._auth(data),
             "tls": self._tls(data),
+            "rate_limit_per_minute": data.get("rate_limit_per_minute"),  # H-state
         }  # fmt: skip
 
     def _auth(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -374,6 +391,10 @@ def _condition_rows(formset: RowsFormSet) -> list[forms.Form]:
     return [row for _, row in ranked]
 
 
+# H-state: the webhook's state and backlog, read-only.
+STATE = [
+    "state_shown", "paused_reason", "paused_at", "failing_since", "consecutive_failures", "backlog",
+]  # fmt: skip
 STATISTICS = [
     "hit_count", "last_hit_at", "delivered_count", "failed_count", "last_status",
     "last_delivery_at", "deliveries_link", "created_at", "updated_at",
@@ -387,10 +408,11 @@ class WebhookAdmin(admin.ModelAdmin):
     list_display = [
         "name", "enabled", "scope", "destination", "hit_count", "last_hit_at", "delivered_count",
         "failed_count", "last_status", "deliveries_link",
+        "state_shown", "consecutive_failures", "backlog",  # H-state
     ]  # fmt: skip
     list_filter = ["enabled", "scope"]
     search_fields = ["name", "url"]
-    readonly_fields = ["signing", *STATISTICS]
+    readonly_fields = ["signing", *STATISTICS, *STATE]
     fieldsets = [
         (None, {"fields": ["name", "url", "enabled", "scope", "meta"]}),
         ("Request", {"fields": ["method", "content_type", "body_template"]}),  # H-tmpl
@@ -413,8 +435,59 @@ class WebhookAdmin(admin.ModelAdmin):
         ),
         ("TLS", {"fields": ["ca_bundle", "client_cert", "client_key"]}),
         ("Statistics", {"fields": STATISTICS}),
+        ("Rate limit and state", {"fields": ["rate_limit_per_minute", "held_on_enable", *STATE]}),
     ]
-    actions = ["send_test_event", "enable", "disable"]
+    actions = ["send_test_event", "enable", "disable", "enable_dropping_held", "resume"]
+
+    # --- H-state ---------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Webhook]:
+        return webhooks_with_backlog(super().get_queryset(request))
+
+    def get_urls(self) -> list[Any]:
+        resume = self.admin_site.admin_view(self.resume_view)
+        return [
+            path("<int:pk>/resume/", resume, name="webhooks_webhook_resume"),
+            *super().get_urls(),
+        ]
+
+    def resume_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        webhook = Webhook.objects.filter(pk=pk).first()
+        if request.method != "POST" or webhook is None:
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request, webhook) or not self._licensed(request):
+            return redirect("admin:webhooks_webhook_change", pk)
+        self._resume(request, webhook)
+        return redirect("admin:webhooks_webhook_change", pk)
+
+    def _resume(self, request: HttpRequest, webhook: Webhook) -> None:
+        released = webhook_resume(webhook=webhook)
+        self.message_user(
+            request, f"{webhook.name} resumed: {released} held deliveries are being sent, in order"
+        )
+
+    @admin.action(description="Resume (send held deliveries in order)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        if not self._licensed(request):
+            return
+        for webhook in queryset.filter(paused_at__isnull=False):
+            self._resume(request, webhook)
+
+    @admin.display(description="state")
+    def state_shown(self, obj: Webhook) -> str:
+        if obj.state == Webhook.State.PAUSED:
+            return f"paused: {obj.paused_reason}"
+        if obj.failing_since is not None and obj.state == Webhook.State.ACTIVE:
+            return f"failing since {obj.failing_since:%Y-%m-%d %H:%M:%S} UTC"
+        return str(obj.state)
+
+    @admin.display(description="backlog")
+    def backlog(self, obj: Webhook) -> str:
+        pending = getattr(obj, "pending_count", 0)
+        drain = backlog_drain_at(obj, pending)
+        if drain is None:
+            return str(pending)
+        return f"{pending}, sent by about {drain:%H:%M:%S} UTC"
 
     @admin.display(description="destination")
     def destination(self, obj: Webhook) -> str:
@@ -483,7 +556,8 @@ class WebhookAdmin(admin.ModelAdmin):
     ) -> None:
         obj = form.instance
         stored = Webhook.objects.get(pk=obj.pk) if change else None
-        saved, generated = webhook_save(webhook=stored, **form.definition)
+        drop_held = form.cleaned_data.get("held_on_enable") == "drop"
+        saved, generated = webhook_save(webhook=stored, **form.definition, drop_held=drop_held)
         obj.pk = saved.pk
         obj.refresh_from_db()
         for formset in formsets:
@@ -536,6 +610,17 @@ class WebhookAdmin(admin.ModelAdmin):
                 self.message_user(request, problem, messages.ERROR)
                 return
             webhook_set_enabled(webhook=webhook, enabled=True)
+
+    @admin.action(description="Enable, dropping held deliveries (skipped)")
+    def enable_dropping_held(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        if not self._licensed(request):
+            return
+        for webhook in queryset:
+            problem = enable_problem(webhook)
+            if problem:
+                self.message_user(request, problem, messages.ERROR)
+                return
+            webhook_set_enabled(webhook=webhook, enabled=True, drop_held=True)
 
     @admin.action(description="Disable")
     def disable(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:

@@ -260,15 +260,24 @@ def deliveries_send(
         except Webhook.DoesNotExist:  # deleted since the claim, and its deliveries with it
             pass
     skipped: defaultdict[str, list[int]] = defaultdict(list)
+    # Paused or disabled between the claim and now (the snapshot may be two seconds old, so
+    # the database has the last word): such an event delivery is held, not sent.
+    stopped: set[int] = set()
+    if any(snapshot[0].state != Webhook.State.ACTIVE for snapshot in snapshots.values()):
+        stopped = set(
+            lifecycle.stopped_webhooks().filter(pk__in=list(snapshots)).values_list("pk", flat=True)
+        )
+    held: list[int] = []
     sendable = []
     for delivery in deliveries:
         if delivery.webhook_id not in snapshots:
             results[delivery.pk] = None
             continue
         problem = license_problem
-        webhook = snapshots[delivery.webhook_id][0]
-        if problem is None and not webhook.enabled and delivery.kind == Delivery.Kind.EVENT:
-            problem = "the webhook is disabled"
+        if delivery.kind == Delivery.Kind.EVENT and delivery.webhook_id in stopped:
+            held.append(delivery.pk)
+            results[delivery.pk] = None
+            continue
         if problem is not None:
             # A license can lapse between the match and the send: nothing leaves then.
             reason = ("license: " if "license" in problem.lower() else "") + problem
@@ -354,6 +363,8 @@ def deliveries_send(
     now = timezone.now()
     with transaction.atomic():
         lifecycle.deliveries_skip(skipped, now=now)
+        if held:
+            lifecycle.deliveries_unclaim_held(held)
         if unsent:
             lifecycle.deliveries_fail_unsent(unsent, now=now)
         if jobs:
@@ -383,6 +394,9 @@ def _record(
     attempt_rows: list[tuple[Any, ...]] = []
     delivery_rows: list[tuple[Any, ...]] = []
     counters: dict[int, list[Any]] = {}
+    # Event attempts per webhook, (succeeded, failed), and the last failure's words.
+    health: dict[int, tuple[int, int]] = {}
+    last_errors: dict[int, str] = {}
     for job, outcome in zip(jobs, outcomes, strict=True):
         response, delivery = job.response, job.delivery
         assert response is not None
@@ -417,12 +431,20 @@ def _record(
         entry[0] += outcome.status == Delivery.Status.SUCCEEDED
         entry[1] += outcome.status == Delivery.Status.FAILED
         entry[2] = outcome.last_status
+        if delivery.kind == Delivery.Kind.EVENT:
+            succeeded, failed = health.get(job.webhook.pk, (0, 0))
+            if outcome.status == Delivery.Status.SUCCEEDED:
+                health[job.webhook.pk] = (succeeded + 1, failed)
+            else:
+                health[job.webhook.pk] = (succeeded, failed + 1)
+                last_errors[job.webhook.pk] = lifecycle.failure_words(response)
 
     with connection.cursor() as cursor:
         attempt_ids = sql.attempts_insert(cursor, attempt_rows)
         lifecycle.outcomes_record(cursor, delivery_rows)
         for webhook_id in sorted(counters):  # one order everywhere: no deadlock between workers
             delivered, failed, last_status = counters[webhook_id]
+            event_successes, event_failures = health.get(webhook_id, (0, 0))
             sql.webhook_counters_add(
                 cursor,
                 webhook_id,
@@ -430,7 +452,12 @@ def _record(
                 failed=failed,
                 last_status=last_status,
                 now=adapt(now),
+                event_successes=event_successes,
+                event_failures=event_failures,
             )
+    lifecycle.webhooks_pause_due(
+        {pk: last_errors[pk] for pk, (ok, ko) in health.items() if ko and not ok}, now=now
+    )
 
     attempts: dict[int, DeliveryAttempt] = {}
     for job, outcome, row in zip(jobs, outcomes, attempt_rows, strict=True):

@@ -59,10 +59,12 @@ def _deliveries(now: datetime) -> Iterator[Metric]:
         by_status.add_metric([status], counts.get(status, 0))
     yield by_status
 
-    due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+    due = Delivery.objects.filter(
+        status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING], next_attempt_at__lte=now
+    )
     summary = due.aggregate(n=Count("id"), oldest=Min("next_attempt_at"))
     due_count = GaugeMetricFamily(
-        "calltelemetry_deliveries_due", "Pending deliveries whose next attempt is due"
+        "calltelemetry_deliveries_due", "Pending or retrying deliveries whose next attempt is due"
     )
     due_count.add_metric([], summary["n"])
     yield due_count

@@ -106,6 +106,29 @@ class Webhook(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # --- H-state: rate limit, failing / paused (issue 14) ---------------------------------
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="at most this many sends a minute, evenly spaced, across every worker; "
+        "empty: unlimited. Deliveries beyond it wait, they are not failed",
+    )
+    # The earliest moment the next send of a rate-limited webhook may start: each claim
+    # that sends one moves it on by 60 / rate_limit_per_minute seconds, in one conditional
+    # UPDATE, so every worker of every process shares one spacing (`sql.rate_slot_take`).
+    rate_next_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paused_reason = models.CharField(max_length=200, blank=True, editable=False)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="first failure of the current run"
+    )
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        DISABLED = "disabled"
+
     objects = WebhookQuerySet.as_manager()
 
     class Meta:
@@ -118,6 +141,16 @@ class Webhook(models.Model):
         with transaction.atomic():
             list(Webhook.objects.select_for_update().filter(pk=self.pk).values_list("pk"))
             return super().delete(*args, **kwargs)
+
+    @property
+    def state(self) -> str:
+        """Disabled by the operator wins over paused by failures: enabling keeps a paused
+        webhook paused until it is resumed."""
+        if not self.enabled:
+            return self.State.DISABLED
+        if self.paused_at is not None:
+            return self.State.PAUSED
+        return self.State.ACTIVE
 
 
 class Condition(models.Model):
@@ -175,6 +208,10 @@ class Delivery(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         SKIPPED = "skipped"
+        # H-state: a transient failure, due again at next_attempt_at (reason: why, in words).
+        RETRYING = "retrying"
+        # H-state: kept, unsent, while its webhook is paused or disabled.
+        HELD = "held"
 
     class Kind(models.TextChoices):
         EVENT = "event"
@@ -229,7 +266,9 @@ class Delivery(models.Model):
         "first send and kept for every retry",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    reason = models.CharField(max_length=200, blank=True, help_text="why skipped or failed")
+    reason = models.CharField(
+        max_length=200, blank=True, help_text="why skipped, failed, retrying or held"
+    )
     attempt_count = models.PositiveIntegerField(default=0)
     schedule_start = models.PositiveIntegerField(
         default=0, help_text="attempt_count when the retry schedule (re)started"
@@ -266,10 +305,11 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
-            # Only unfinished deliveries: the sweeper's index stays small however long the log.
+            # Only unfinished deliveries: the sweeper's index stays small however long the log;
+            # it also counts a webhook's backlog (held ones too: they wait to be sent).
             models.Index(
                 fields=["status", "next_attempt_at"],
-                condition=Q(status__in=["pending", "sending"]),
+                condition=Q(status__in=["pending", "retrying", "sending", "held"]),
                 name="delivery_due_open",
             )
         ]

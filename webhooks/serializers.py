@@ -18,6 +18,7 @@ from webhooks.bodies import delivery_body_preview
 from webhooks.call_matching import CallFieldSpec
 from webhooks.credentials import auth_shown
 from webhooks.delivery import MASK
+from webhooks.lifecycle import backlog_drain_at, webhook_backlog
 from webhooks.matching import field_kind, operators_for
 from webhooks.models import Condition, Delivery, DeliveryAttempt, Webhook
 from webhooks.operations import (
@@ -190,6 +191,20 @@ class WebhookSerializer(serializers.ModelSerializer):
     # H-auth
     auth = serializers.SerializerMethodField()
     client_key = MaskedKeyField()
+    # --- H-state ---
+    state = serializers.ChoiceField(
+        choices=Webhook.State.choices,
+        read_only=True,
+        help_text="active; paused (after WEBHOOK_PAUSE_AFTER of uninterrupted failure: "
+        "deliveries held until resumed); disabled (by the operator: deliveries held)",
+    )
+    pending_count = serializers.SerializerMethodField(
+        help_text="Deliveries waiting to be sent: pending, retrying, being sent, or held",
+    )
+    expected_drain_at = serializers.SerializerMethodField(
+        help_text="With a rate limit, when the backlog is expected to be sent if the webhook "
+        "stays active and every send succeeds; null without a limit or a backlog"
+    )
 
     class Meta:
         model = Webhook
@@ -217,6 +232,15 @@ class WebhookSerializer(serializers.ModelSerializer):
             "last_delivery_at",
             "created_at",
             "updated_at",
+            # H-state
+            "rate_limit_per_minute",
+            "state",
+            "paused_reason",
+            "paused_at",
+            "failing_since",
+            "consecutive_failures",
+            "pending_count",
+            "expected_drain_at",
         ]
         read_only_fields = fields
 
@@ -226,6 +250,17 @@ class WebhookSerializer(serializers.ModelSerializer):
     @extend_schema_field(AuthSerializer)
     def get_auth(self, webhook: Webhook) -> dict[str, str | None]:
         return auth_shown(webhook)
+
+    def get_pending_count(self, webhook: Webhook) -> int:
+        # Annotated by `lifecycle.webhooks_with_backlog` in the views; counted here otherwise.
+        if not hasattr(webhook, "pending_count"):
+            webhook.pending_count = webhook_backlog(webhook.pk)  # type: ignore[attr-defined]
+        return webhook.pending_count  # type: ignore[attr-defined]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_expected_drain_at(self, webhook: Webhook) -> str | None:
+        drain = backlog_drain_at(webhook, self.get_pending_count(webhook))
+        return None if drain is None else serializers.DateTimeField().to_representation(drain)
 
 
 class WebhookSavedSerializer(WebhookSerializer):
@@ -332,6 +367,26 @@ class WebhookWriteSerializer(serializers.Serializer):
         help_text=f"PEM private key of client_cert (unencrypted), write-only; `{MASK}` keeps "
         "the stored key",
     )
+    # --- H-state ---
+    rate_limit_per_minute = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="At most this many sends a minute, evenly spaced, across every worker; null: "
+        "unlimited. Omitted on update: keep the stored limit",
+    )
+    drop_held = serializers.BooleanField(
+        write_only=True,
+        default=False,
+        help_text="With enabled: true on a disabled webhook: skip its held deliveries (reason "
+        "given) instead of sending them",
+    )
+
+
+class ResumeResultSerializer(serializers.Serializer):
+    """H-state: the answer to resuming a webhook."""
+
+    webhook = serializers.JSONField(help_text="The webhook as GET shows it")
+    released = serializers.IntegerField(help_text="Held deliveries sent again, in order")
 
 
 class LicenseRequiredSerializer(serializers.Serializer):
@@ -398,6 +453,7 @@ class WebhookErrorsSerializer(serializers.Serializer):
     content_type = ErrorListField(required=False)
     secret = ErrorListField(required=False)
     generate_secret = ErrorListField(required=False)
+    rate_limit_per_minute = ErrorListField(required=False)
     conditions = ConditionErrorsField(required=False)
     headers = HeaderErrorsField(required=False)
     auth = ErrorListField(required=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from cdr.models import Cdr
@@ -128,7 +129,19 @@ def delivery_redeliver(*, delivery: Delivery) -> Delivery:
     return delivery
 
 
-def webhook_set_enabled(*, webhook: Webhook, enabled: bool) -> Webhook:
-    Webhook.objects.filter(pk=webhook.pk).update(enabled=enabled, updated_at=timezone.now())
+def webhook_set_enabled(*, webhook: Webhook, enabled: bool, drop_held: bool = False) -> Webhook:
+    """Enable or disable a webhook: disabling holds its open deliveries; enabling sends the
+    held ones, or with `drop_held` skips them."""
+    with transaction.atomic():
+        changed = Webhook.objects.filter(pk=webhook.pk).exclude(enabled=enabled)
+        if changed.update(enabled=enabled, updated_at=timezone.now()):
+            lifecycle.webhook_enabled_change(webhook.pk, enabled=enabled, drop_held=drop_held)
     webhook.refresh_from_db()
     return webhook
+
+
+def webhook_resume(*, webhook: Webhook) -> int:
+    """Resume a paused webhook; how many held deliveries are sent again (in order)."""
+    released = lifecycle.webhook_resume(webhook.pk)
+    webhook.refresh_from_db()
+    return released

@@ -209,31 +209,39 @@ def deliveries_claim(
     returning: Sequence[str],
     *,
     sending: str,
-    pending: str,
+    claimable: Sequence[str],
     until: Any,
     now: Any,
     held: tuple[str, Sequence[Any]] | None,
+    stopped: tuple[str, Sequence[Any]],
+    event: str,
 ) -> list[tuple[Any, ...]]:
-    """Move those of `ids` that are `pending` and due at `now` to `sending` until `until`,
-    counting the attempt, one worker winning each row; the fields `returning` of each.
+    """Move those of `ids` whose status is in `claimable` and that are due at `now` to
+    `sending` until `until`, counting the attempt, one worker winning each row; the fields
+    `returning` of each.
 
-    `held` is a subquery of webhook ids (and its parameters) whose deliveries stay due. The
-    ORM compiles it with positional parameters, and `ids` are N placeholders on SQLite, so
+    `held` is a subquery of webhook ids (and its parameters) whose deliveries stay due;
+    `stopped` one of webhooks (paused or disabled) whose `event` deliveries stay put. The
+    ORM compiles them with positional parameters, and `ids` are N placeholders on SQLite, so
     this statement's parameters are positional. With `held`, claims of a webhook whose last
     attempt timed out also take turns (see `_slow_webhooks`).
     """
     where, id_params = _ids_in(Delivery, ids)
     status, attempts = _column(Delivery, "status"), _column(Delivery, "attempt_count")
+    webhook = _column(Delivery, "webhook")
     held_sql, held_params = "", []
     if held is not None:
-        held_sql = f" AND {_column(Delivery, 'webhook')} NOT IN ({held[0]})"
+        held_sql = f" AND {webhook} NOT IN ({held[0]})"
         held_params = list(held[1])
     statement = (
         f"UPDATE {_table(Delivery)} SET {status} = %s, {_column(Delivery, 'claimed_until')} = %s,"
-        f" {attempts} = {attempts} + 1 WHERE {where} AND {status} = %s"
+        f" {attempts} = {attempts} + 1 WHERE {where}"
+        f" AND {status} IN ({', '.join(['%s'] * len(claimable))})"
         f" AND {_column(Delivery, 'next_attempt_at')} <= %s{held_sql}"
+        f" AND NOT ({_column(Delivery, 'kind')} = %s AND {webhook} IN ({stopped[0]}))"
         f" RETURNING {', '.join(_column(Delivery, f) for f in returning)}"
     )
+    params = [sending, until, *id_params, *claimable, now, *held_params, event, *stopped[1]]
     with connection.cursor() as cursor:
         slow = _slow_webhooks(cursor, ids) if held is not None else []
         with transaction.atomic() if slow else nullcontext():
@@ -242,7 +250,7 @@ def deliveries_claim(
                     "SELECT pg_advisory_xact_lock(%(lock)s, %(webhook)s)",
                     {"lock": _CLAIM_LOCK, "webhook": webhook_id},
                 )
-            cursor.execute(statement, [sending, until, *id_params, pending, now, *held_params])
+            cursor.execute(statement, params)
             return cursor.fetchall()
 
 
@@ -336,14 +344,28 @@ def attempts_insert(cursor: Any, rows: list[tuple[Any, ...]]) -> dict[int, int]:
 
 
 def webhook_counters_add(
-    cursor: Any, webhook_id: int, *, delivered: int, failed: int, last_status: str, now: Any
+    cursor: Any,
+    webhook_id: int,
+    *,
+    delivered: int,
+    failed: int,
+    last_status: str,
+    now: Any,
+    event_successes: int = 0,
+    event_failures: int = 0,
 ) -> None:
-    """Count a batch's final outcomes on its webhook and note its last delivery."""
+    """Count a batch's final outcomes on its webhook and note its last delivery; and
+    (H-state) follow its run of failed event attempts in the same statement: a success ends
+    the run, a failed attempt starts (`failing_since`) or extends it."""
     done, bad = _column(Webhook, "delivered_count"), _column(Webhook, "failed_count")
+    run, since = _column(Webhook, "consecutive_failures"), _column(Webhook, "failing_since")
     cursor.execute(
         f"UPDATE {_table(Webhook)} SET {done} = {done} + %(delivered)s,"
         f" {bad} = {bad} + %(failed)s, {_column(Webhook, 'last_status')} = %(status)s,"
-        f" {_column(Webhook, 'last_delivery_at')} = %(now)s"
+        f" {_column(Webhook, 'last_delivery_at')} = %(now)s,"
+        f" {run} = CASE WHEN %(ok)s > 0 THEN 0 ELSE {run} + %(ko)s END,"
+        f" {since} = CASE WHEN %(ok)s > 0 THEN NULL"
+        f" WHEN %(ko)s > 0 THEN COALESCE({since}, %(now)s) ELSE {since} END"
         f" WHERE {_column(Webhook, 'id')} = %(webhook)s",
         {
             "delivered": delivered,
@@ -351,5 +373,7 @@ def webhook_counters_add(
             "status": last_status,
             "now": now,
             "webhook": webhook_id,
+            "ok": event_successes,
+            "ko": event_failures,
         },
     )

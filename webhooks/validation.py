@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from licensing.gating import enabled_webhooks_limit
-from webhooks import delivery
+from webhooks import delivery, lifecycle
 from webhooks.bodies import template_problem
 from webhooks.call_matching import scoped_condition
 from webhooks.credentials import auth_columns, tls_columns
@@ -35,6 +35,10 @@ from webhooks.templating import SOURCE_LIMIT
 MAX_CONDITIONS = 100
 MAX_HEADERS = 50
 MAX_HEADER_VALUE = 8192
+# H-state: a limit above this is no limit a receiver needs (it is 1,000 a second).
+MAX_RATE_LIMIT = 60_000
+# H-state: `rate_limit_per_minute` not given: keep the stored limit (None removes it).
+UNCHANGED: Any = object()
 # Set by the delivery itself (or by the HTTP stack): a custom value would break the protocol.
 RESERVED_HEADERS = (
     "Content-Type",
@@ -114,6 +118,8 @@ class WebhookDraft:
     # H-auth: column values of the auth object and the TLS settings (None: keep the stored).
     auth: dict[str, str] | None = field(default=None, repr=False)
     tls: dict[str, str] | None = field(default=None, repr=False)
+    # H-state: the limit to store; None: unlimited.
+    rate_limit_per_minute: int | None = None
 
 
 def condition_rules(
@@ -220,6 +226,7 @@ def webhook_validate(
     content_type: object = None,
     auth: object = None,
     tls: Mapping[str, object] | None = None,
+    rate_limit_per_minute: object = UNCHANGED,
 ) -> WebhookDraft:
     """Check a whole definition; raise WebhookInvalid with every problem found.
 
@@ -334,6 +341,20 @@ def webhook_validate(
     if tls is not None:
         tls_values, tls_errors = tls_columns(tls, webhook)
         errors.update(tls_errors)
+    limit: int | None = None
+    if rate_limit_per_minute is UNCHANGED:
+        limit = webhook.rate_limit_per_minute if webhook is not None else None
+    elif rate_limit_per_minute is not None:
+        if (
+            isinstance(rate_limit_per_minute, bool)
+            or not isinstance(rate_limit_per_minute, int)
+            or not 1 <= rate_limit_per_minute <= MAX_RATE_LIMIT
+        ):
+            errors["rate_limit_per_minute"] = [
+                f"a whole number from 1 to {MAX_RATE_LIMIT}, or empty for no limit"
+            ]
+        else:
+            limit = rate_limit_per_minute
 
     if errors:
         raise WebhookInvalid(errors)
@@ -350,6 +371,7 @@ def webhook_validate(
         **request,
         auth=auth_values,
         tls=tls_values,
+        rate_limit_per_minute=limit,
     )
 
 
@@ -406,6 +428,8 @@ def webhook_save(
     content_type: object = None,
     auth: object = None,
     tls: Mapping[str, object] | None = None,
+    rate_limit_per_minute: object = UNCHANGED,
+    drop_held: bool = False,
 ) -> tuple[Webhook, str | None]:
     """Validate and write a webhook with its conditions and headers, all or nothing.
 
@@ -430,8 +454,15 @@ def webhook_save(
                 content_type=content_type,
                 auth=auth,
                 tls=tls,
+                rate_limit_per_minute=rate_limit_per_minute,
             )
+            was_enabled = webhook.enabled if webhook is not None else None
             saved = _write(webhook, draft)
+            if was_enabled is not None and was_enabled != draft.enabled:
+                # Disabling holds the open deliveries; enabling sends (or drops) the held.
+                lifecycle.webhook_enabled_change(
+                    saved.pk, enabled=draft.enabled, drop_held=drop_held
+                )
     except IntegrityError as exc:
         # Two saves racing for one name: the unique constraint decides, report it the same way.
         if Webhook.objects.filter(name=draft.name).exists():
@@ -445,6 +476,7 @@ def webhook_save(
 DEFINITION_FIELDS = [
     "name", "url", "enabled", "meta", "scope", "secret", "updated_at",
     "method", "body_template", "content_type",  # H-tmpl
+    "rate_limit_per_minute",  # H-state
     # H-auth
     "previous_secret", "previous_secret_until", "auth_type", "auth_username", "auth_password",
     "auth_token", "auth_token_url", "auth_client_id", "auth_client_secret", "auth_scope",
@@ -479,6 +511,7 @@ def _write(webhook: Webhook | None, draft: WebhookDraft) -> Webhook:
         _rotate(webhook, draft.secret)
     for column, value in {**(draft.auth or {}), **(draft.tls or {})}.items():
         setattr(webhook, column, value)
+    webhook.rate_limit_per_minute = draft.rate_limit_per_minute  # H-state
     if webhook.pk is None:
         webhook.save()
     else:

@@ -40,6 +40,7 @@ from cdr.models import Call
 from licensing.gating import require_webhooks_license
 from webhooks.call_matching import CALL_FIELDS
 from webhooks.filters import DeliveryFilter, WebhookFilter
+from webhooks.lifecycle import webhooks_with_backlog
 from webhooks.models import Delivery, Webhook
 from webhooks.operations import calls_dry_run, cdrs_dry_run, deliveries_redeliver
 from webhooks.presets import PRESETS
@@ -58,16 +59,22 @@ from webhooks.serializers import (
     PresetSerializer,
     PreviewRequestSerializer,
     PreviewSerializer,
+    ResumeResultSerializer,
     TestSendSerializer,
     WebhookErrorsSerializer,
     WebhookSavedSerializer,
     WebhookSerializer,
     WebhookWriteSerializer,
 )
-from webhooks.services import delivery_redeliver, webhook_preview, webhook_test_send
+from webhooks.services import (
+    delivery_redeliver,
+    webhook_preview,
+    webhook_resume,
+    webhook_test_send,
+)
 from webhooks.templating import TemplateFailed
 from webhooks.trigger import webhook_rules
-from webhooks.validation import WebhookInvalid, condition_rules, webhook_save
+from webhooks.validation import UNCHANGED, WebhookInvalid, condition_rules, webhook_save
 
 FORBIDDEN_OR_UNLICENSED = OpenApiResponse(
     LicenseRequiredSerializer,
@@ -132,7 +139,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
     def get_queryset(self) -> QuerySet[Any]:
         if self.action == "deliveries":
             return _deliveries()
-        return Webhook.objects.prefetch_related("conditions", "headers")
+        return webhooks_with_backlog(Webhook.objects.prefetch_related("conditions", "headers"))
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:
         return DeliverySerializer if self.action == "deliveries" else WebhookSerializer
@@ -169,6 +176,7 @@ class WebhookViewSet(viewsets.ModelViewSet):
         body = WebhookWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = {**body.validated_data}
+        data.pop("drop_held")  # a new webhook holds nothing
         data["url"] = self._url(data, None)
         data.setdefault("secret", None)
         data["tls"] = _tls_given(data)
@@ -202,9 +210,30 @@ class WebhookViewSet(viewsets.ModelViewSet):
             **{key: given.get(key) for key in ("method", "body_template", "content_type")},
             "auth": given.get("auth"),
             "tls": _tls_given(given),
+            # H-state
+            "rate_limit_per_minute": given.get("rate_limit_per_minute", UNCHANGED),
+            "drop_held": given.get("drop_held", False),
         }
         webhook, secret = self._save(data, webhook)
         return self._saved(webhook, secret, status.HTTP_200_OK)
+
+    @extend_schema(
+        summary="Resume a paused webhook",
+        description="Ends the pause (its run of failures starts afresh) and, unless the "
+        "webhook is disabled, sends its held deliveries in order, within its rate limit. "
+        "Resuming a webhook that is not paused changes nothing.",
+        request=None,
+        responses={200: ResumeResultSerializer, 404: NOT_FOUND, **WRITE_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        require_webhooks_license()
+        webhook = self.get_object()
+        released = webhook_resume(webhook=webhook)
+        shown = WebhookSerializer(
+            self.get_queryset().get(pk=webhook.pk), context=self.get_serializer_context()
+        ).data
+        return Response({"webhook": shown, "released": released})
 
     @extend_schema(
         summary="Send a test event now",

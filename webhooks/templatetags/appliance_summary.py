@@ -14,7 +14,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from cdr.models import CdrFile
-from webhooks.models import Delivery
+from webhooks.models import Delivery, Webhook
 
 register = template.Library()
 
@@ -34,10 +34,9 @@ def appliance_summary() -> dict[str, Any]:
         .annotate(last=Max("finished_at"))
         .order_by("cluster")
     ]
+    waiting = [Delivery.Status.PENDING, Delivery.Status.RETRYING, Delivery.Status.SENDING]
     deliveries = Delivery.objects.filter(created_at__gte=now - timedelta(hours=24)).aggregate(
-        pending=Count(
-            "id", filter=Q(status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING])
-        ),
+        pending=Count("id", filter=Q(status__in=waiting)),
         failed=Count("id", filter=Q(status=Delivery.Status.FAILED)),
         succeeded=Count("id", filter=Q(status=Delivery.Status.SUCCEEDED)),
     )
@@ -47,3 +46,12 @@ def appliance_summary() -> dict[str, Any]:
         "clusters": clusters,
         "deliveries": deliveries,
     }
+
+
+@register.inclusion_tag("admin/paused_webhooks.html")
+def paused_webhooks() -> dict[str, Any]:
+    """H-state: every paused webhook, why, and how many deliveries it holds."""
+    paused = Webhook.objects.filter(paused_at__isnull=False).annotate(
+        held=Count("deliveries", filter=Q(deliveries__status=Delivery.Status.HELD))
+    )
+    return {"paused": list(paused.order_by("name"))}
