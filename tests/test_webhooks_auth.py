@@ -216,7 +216,7 @@ def test_a_token_endpoint_error_is_an_auth_error_in_plain_words_and_retried(
     )
     assert receiver.seen == []  # nothing is sent without credentials
     delivery.refresh_from_db()
-    assert delivery.status == Delivery.Status.PENDING and delivery.next_attempt_at is not None
+    assert delivery.status == Delivery.Status.RETRYING and delivery.next_attempt_at is not None
     assert "cl13nt" not in delivery.last_error
 
 
