@@ -405,10 +405,11 @@ STATISTICS = [
 class WebhookAdmin(admin.ModelAdmin):
     form = WebhookForm
     inlines = [ConditionInline, HeaderInline]
+    # What fits 1366 px: the state says enabled or not and how long failing (the run's
+    # length and the last hit are on the webhook's page).
     list_display = [
-        "name", "enabled", "scope", "destination", "hit_count", "last_hit_at", "delivered_count",
-        "failed_count", "last_status", "deliveries_link",
-        "state_shown", "consecutive_failures", "backlog",  # H-state
+        "name", "state_shown", "scope_short", "destination", "hit_count", "delivered_count",
+        "failed_count", "backlog", "last_status", "deliveries_link",
     ]  # fmt: skip
     list_filter = ["enabled", "scope"]
     search_fields = ["name", "url"]
@@ -478,8 +479,13 @@ class WebhookAdmin(admin.ModelAdmin):
         if obj.state == Webhook.State.PAUSED:
             return f"paused: {obj.paused_reason}"
         if obj.failing_since is not None and obj.state == Webhook.State.ACTIVE:
-            return f"failing since {obj.failing_since:%Y-%m-%d %H:%M:%S} UTC"
+            since = f"{obj.failing_since:%Y-%m-%d %H:%M}"
+            return f"failing since {since} UTC ({obj.consecutive_failures} failed)"
         return str(obj.state)
+
+    @admin.display(description="scope", ordering="scope")
+    def scope_short(self, obj: Webhook) -> str:
+        return str(obj.scope)
 
     @admin.display(description="backlog")
     def backlog(self, obj: Webhook) -> str:
@@ -487,7 +493,7 @@ class WebhookAdmin(admin.ModelAdmin):
         drain = backlog_drain_at(obj, pending)
         if drain is None:
             return str(pending)
-        return f"{pending}, sent by about {drain:%H:%M:%S} UTC"
+        return f"{pending}, done ~{drain:%H:%M} UTC"
 
     @admin.display(description="destination")
     def destination(self, obj: Webhook) -> str:
