@@ -45,7 +45,8 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-MAX_EXAMPLES = 20
+# Per operation and mode; the API has grown to 30-odd operations, and CI runs it twice.
+MAX_EXAMPLES = 12
 
 
 @pytest.fixture
