@@ -802,29 +802,12 @@ def _facts_statement(due: str) -> str:
     }
     calls = {
         name: column(Call, name)
+        # The state columns, then every fact column `calls_facts_store` writes too.
         for name in (
             "settled_at",
             "held_until",
             "settle_count",
-            "started_at",
-            "ended_at",
-            "legs",
-            "cmr_count",
-            "answered",
-            "missed",
-            "voicemail",
-            "transferred",
-            "forwarded",
-            "conference",
-            "duration",
-            "ring_seconds",
-            "caller",
-            "dialed",
-            "answered_by",
-            "cause",
-            "mos_min",
-            "jitter_max",
-            "loss_pct",
+            *(_FACT_FIELDS.get(attr, attr) for attr, _ in _FACTS),
         )
     }
     return _FACTS_SQL.format(
